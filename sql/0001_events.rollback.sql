@@ -1,0 +1,3 @@
+-- Undo 0001_events.
+DROP TABLE events;
+DROP FUNCTION set_updated_at();
