@@ -1,0 +1,58 @@
+"""Runs one query function's work atomically, with a lock timeout, bounded retries
+and error translation.
+
+A function that owns its transaction (the connection was idle) retries
+deadlocks and serialization failures a few times; inside a caller's
+transaction it raises `Busy` at once and lets the caller retry the whole
+transaction, since only the caller knows what else it did.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from ticketing.errors import RETRYABLE_SQLSTATES, TicketingError, translate
+
+T = TypeVar("T")
+
+#: How long a query function waits for a row lock before it raises `Busy`.
+LOCK_TIMEOUT = "3s"
+#: Attempts at a transaction the function owns, when it meets deadlocks or
+#: serialization failures.
+ATTEMPTS = 5
+
+_SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(timeout)s, true)"
+
+
+def atomic(conn: psycopg.Connection[object], work: Callable[[psycopg.Connection[object]], T]) -> T:
+    """Run `work(conn)` inside `conn.transaction()` and return its result."""
+    owns = conn.info.transaction_status == TransactionStatus.IDLE
+    attempts = ATTEMPTS if owns else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with conn.transaction():
+                conn.execute(_SET_LOCK_TIMEOUT, {"timeout": LOCK_TIMEOUT})
+                return work(conn)
+        except psycopg.Error as exc:
+            if exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts:
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not secrets
+                continue
+            raise translate(exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def guarded(call: Callable[[], T]) -> T:
+    """Run a call outside a transaction (connecting, migrating) with error translation."""
+    try:
+        return call()
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+
+
+__all__ = ["ATTEMPTS", "LOCK_TIMEOUT", "TicketingError", "atomic", "guarded"]

@@ -1,0 +1,101 @@
+"""Connections, pools and migrations.
+
+`migrate` applies the SQL files of `sql/` (shipped in the wheel as
+`ticketing/sql`) with yoyo, the same migrations `yoyo apply` applies.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import conninfo
+from psycopg_pool import ConnectionPool
+from yoyo import get_backend, read_migrations
+from yoyo.connections import BadConnectionURI
+from yoyo.exceptions import LockTimeout
+
+from ticketing._tx import guarded
+from ticketing.errors import Busy, InvalidInput
+
+#: Default size of a pool from `create_pool`: enough for the machine's cores
+#: to stay busy while some connections wait on the network.
+POOL_MIN_SIZE = 2
+POOL_MAX_SIZE = 16
+
+
+def migrations_dir() -> Path:
+    """Where the migration files are: inside the package when installed, else the repo's sql/."""
+    packaged = Path(str(resources.files("ticketing"))) / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+def yoyo_url(dsn: str) -> str:
+    """The yoyo URL (postgresql+psycopg://...) for a libpq URL or key=value DSN."""
+    for scheme in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if dsn.startswith(scheme):
+            return "postgresql+psycopg://" + dsn[len(scheme) :]
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidInput(f"not a PostgreSQL connection string: {exc}") from exc
+    user = quote(str(params.pop("user", "")), safe="")
+    password = params.pop("password", None)
+    auth = f"{user}:{quote(str(password), safe='')}@" if password is not None else f"{user}@"
+    host = str(params.pop("host", ""))
+    port = params.pop("port", None)
+    dbname = quote(str(params.pop("dbname", "")), safe="")
+    netloc = f"{auth if user or password else ''}{quote(host, safe='')}"
+    netloc += f":{port}" if port else ""
+    query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in params.items())
+    return f"postgresql+psycopg://{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def _libpq_dsn(dsn: str) -> str:
+    if dsn.startswith("postgresql+psycopg://"):
+        return "postgresql://" + dsn[len("postgresql+psycopg://") :]
+    return dsn
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations; return the ids applied ([] when up to date)."""
+
+    def run() -> list[str]:
+        try:
+            backend = get_backend(yoyo_url(dsn))
+        except BadConnectionURI as exc:
+            raise InvalidInput(f"not a PostgreSQL URL: {exc}") from exc
+        try:
+            migrations = read_migrations(str(migrations_dir()))
+            try:
+                with backend.lock():
+                    pending = backend.to_apply(migrations)
+                    backend.apply_migrations(pending)
+            except LockTimeout as exc:
+                raise Busy(f"another process holds the migration lock: {exc}") from exc
+            return [m.id for m in pending]
+        finally:
+            backend.connection.close()
+
+    return guarded(run)
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a connection (autocommit by default: each query function is its own transaction)."""
+    kwargs.setdefault("autocommit", True)
+    return guarded(lambda: psycopg.connect(_libpq_dsn(dsn), **kwargs))
+
+
+def create_pool(dsn: str, **kwargs: Any) -> ConnectionPool[Any]:
+    """Open a pool whose connections are set up like `connect`'s."""
+    connection_kwargs = dict(kwargs.pop("kwargs", None) or {})
+    connection_kwargs.setdefault("autocommit", True)
+    kwargs.setdefault("min_size", POOL_MIN_SIZE)
+    kwargs.setdefault("max_size", max(POOL_MAX_SIZE, kwargs["min_size"]))
+    kwargs.setdefault("open", True)
+    return guarded(lambda: ConnectionPool(_libpq_dsn(dsn), kwargs=connection_kwargs, **kwargs))

@@ -1,0 +1,93 @@
+"""Events and their availability."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from ticketing import _validate as check
+from ticketing._tx import atomic
+from ticketing.errors import EventNotFound
+from ticketing.models import Availability, Event
+from ticketing.queries import load
+
+Q = load("events.sql")
+
+
+def create_event(
+    conn: psycopg.Connection[Any],
+    *,
+    name: str,
+    starts_at: datetime,
+    total_tickets: int,
+    max_per_buyer: int | None = None,
+) -> Event:
+    """Create an event with `total_tickets` for sale."""
+    params = {
+        "name": check.text("name", name),
+        "starts_at": check.aware("starts_at", starts_at),
+        "total_tickets": check.integer(
+            "total_tickets", total_tickets, 1, check.MAX_TOTAL_TICKETS
+        ),
+        "max_per_buyer": None
+        if max_per_buyer is None
+        else check.integer("max_per_buyer", max_per_buyer, 1, check.MAX_PER_BUYER),
+    }
+
+    def work(conn: psycopg.Connection[Any]) -> Event:
+        with conn.cursor(row_factory=class_row(Event)) as cur:
+            row = cur.execute(Q["create_event"], params).fetchone()
+        assert row is not None
+        return row
+
+    return atomic(conn, work)
+
+
+def get_event(conn: psycopg.Connection[Any], event_id: int) -> Event:
+    """The event with this id, or `EventNotFound`."""
+    params = {"event_id": check.identifier("event_id", event_id)}
+
+    def work(conn: psycopg.Connection[Any]) -> Event:
+        with conn.cursor(row_factory=class_row(Event)) as cur:
+            row = cur.execute(Q["get_event"], params).fetchone()
+        if row is None:
+            raise EventNotFound(f"event {event_id} does not exist")
+        return row
+
+    return atomic(conn, work)
+
+
+def list_events(
+    conn: psycopg.Connection[Any], *, starts_after: datetime | None = None, limit: int = 100
+) -> list[Event]:
+    """Events starting after `starts_after` (all when None), by start time then id."""
+    params = {
+        "starts_after": None if starts_after is None else check.aware("starts_after", starts_after),
+        "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
+    }
+
+    def work(conn: psycopg.Connection[Any]) -> list[Event]:
+        with conn.cursor(row_factory=class_row(Event)) as cur:
+            return cur.execute(Q["list_events"], params).fetchall()
+
+    return atomic(conn, work)
+
+
+def get_availability(conn: psycopg.Connection[Any], event_id: int) -> Availability:
+    """How many of the event's tickets are reserved, purchased and available right now.
+
+    Holds past their expires_at count as available even before the sweeper runs.
+    """
+    params = {"event_id": check.identifier("event_id", event_id)}
+
+    def work(conn: psycopg.Connection[Any]) -> Availability:
+        with conn.cursor(row_factory=class_row(Availability)) as cur:
+            row = cur.execute(Q["get_availability"], params).fetchone()
+        if row is None:
+            raise EventNotFound(f"event {event_id} does not exist")
+        return row
+
+    return atomic(conn, work)

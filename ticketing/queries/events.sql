@@ -1,0 +1,37 @@
+-- Queries of ticketing.events. Each block starts with "-- name: <name>".
+
+-- name: create_event
+-- A new event; its event_inventory row is created by a trigger.
+INSERT INTO events (name, starts_at, total_tickets, max_per_buyer)
+VALUES (%(name)s, %(starts_at)s, %(total_tickets)s, %(max_per_buyer)s)
+RETURNING id, name, starts_at, total_tickets, max_per_buyer, created_at, updated_at;
+
+-- name: get_event
+SELECT id, name, starts_at, total_tickets, max_per_buyer, created_at, updated_at
+FROM events
+WHERE id = %(event_id)s;
+
+-- name: list_events
+-- Events starting after a point in time (or all), in start order; uses events_starts_at_idx.
+SELECT id, name, starts_at, total_tickets, max_per_buyer, created_at, updated_at
+FROM events
+WHERE starts_at > coalesce(%(starts_after)s::timestamptz, '-infinity')
+ORDER BY starts_at, id
+LIMIT %(limit)s;
+
+-- name: get_availability
+-- The counters, less the holds that have lapsed but are not yet marked expired.
+SELECT i.event_id,
+       i.total_tickets,
+       i.reserved - lapsed.quantity AS reserved,
+       i.purchased,
+       i.total_tickets - i.purchased - (i.reserved - lapsed.quantity) AS available
+FROM event_inventory AS i
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(a.quantity), 0)::integer AS quantity
+    FROM allocations AS a
+    WHERE a.event_id = i.event_id
+      AND a.status = 'reserved'
+      AND a.expires_at <= statement_timestamp()
+) AS lapsed
+WHERE i.event_id = %(event_id)s;

@@ -1,0 +1,41 @@
+"""Issued tickets: listed per allocation, looked up by code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from ticketing import _validate as check
+from ticketing._tx import atomic
+from ticketing.errors import TicketNotFound
+from ticketing.models import Ticket
+from ticketing.queries import load
+
+Q = load("tickets.sql")
+
+
+def list_for_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> list[Ticket]:
+    """The allocation's tickets (voided ones included), by number."""
+    params = {"allocation_id": check.identifier("allocation_id", allocation_id)}
+
+    def work(conn: psycopg.Connection[Any]) -> list[Ticket]:
+        with conn.cursor(row_factory=class_row(Ticket)) as cur:
+            return cur.execute(Q["list_for_allocation"], params).fetchall()
+
+    return atomic(conn, work)
+
+
+def get_by_code(conn: psycopg.Connection[Any], code: str) -> Ticket:
+    """The ticket with this code, or `TicketNotFound`."""
+    params = {"code": check.text("code", code)}
+
+    def work(conn: psycopg.Connection[Any]) -> Ticket:
+        with conn.cursor(row_factory=class_row(Ticket)) as cur:
+            row = cur.execute(Q["get_by_code"], params).fetchone()
+        if row is None:
+            raise TicketNotFound("no ticket has this code")
+        return row
+
+    return atomic(conn, work)
