@@ -1,6 +1,10 @@
 -- Events: what is on sale, when, and how many tickets it has.
 -- depends:
 
+-- Fail fast instead of queueing behind live traffic; retry the deploy later.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '5min';
+
 -- Shared by every table with an updated_at column.
 CREATE FUNCTION set_updated_at() RETURNS trigger
 LANGUAGE plpgsql AS $$

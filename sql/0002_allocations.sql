@@ -2,6 +2,10 @@
 -- guard that keeps every row on the status state machine.
 -- depends: 0001_events
 
+-- Fail fast instead of queueing behind live traffic; retry the deploy later.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '5min';
+
 CREATE TABLE allocations (
     id bigint GENERATED ALWAYS AS IDENTITY CONSTRAINT allocations_pkey PRIMARY KEY,
     event_id bigint NOT NULL CONSTRAINT allocations_event_id_fkey REFERENCES events (id),

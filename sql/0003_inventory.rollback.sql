@@ -1,4 +1,6 @@
 -- Undo 0003_inventory.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '5min';
 DROP TRIGGER allocations_count_updated ON allocations;
 DROP TRIGGER allocations_count_inserted ON allocations;
 DROP FUNCTION allocations_count_updated();

@@ -2,6 +2,10 @@
 -- guarantee that no event and no buyer is ever oversold, whoever writes.
 -- depends: 0002_allocations
 
+-- Fail fast instead of queueing behind live traffic; retry the deploy later.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '5min';
+
 -- One row per event. reserved and purchased are the sums of quantity over the
 -- event's allocations in those statuses (holds past expires_at included until
 -- they are marked expired). The CHECK is the anti-oversell invariant: every

@@ -2,6 +2,10 @@
 -- an unguessable code; issued and voided by triggers on allocations.
 -- depends: 0003_inventory
 
+-- Fail fast instead of queueing behind live traffic; retry the deploy later.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '5min';
+
 CREATE EXTENSION IF NOT EXISTS btree_gist;
 
 -- 16 random bytes of a version 4 UUID (122 random bits), base64url without padding: 22 characters.

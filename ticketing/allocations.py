@@ -109,7 +109,9 @@ def purchase(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: 
         if current.status is AllocationStatus.PURCHASED:
             return current
         if current.status in (AllocationStatus.RESERVED, AllocationStatus.EXPIRED):
-            raise HoldExpired(f"allocation {allocation_id}: the hold lapsed at {current.expires_at}")
+            raise HoldExpired(
+                f"allocation {allocation_id}: the hold lapsed at {current.expires_at}"
+            )
         raise InvalidTransition(f"allocation {allocation_id} is {current.status}, not purchasable")
 
     return atomic(conn, work)

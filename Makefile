@@ -1,0 +1,33 @@
+# Developer entry points. `make test` and `make demo` set everything up on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## test: the whole test suite against a real PostgreSQL (the local server, or a throwaway one)
+test: $(STAMP)
+	$(BIN)/pytest
+
+## lint: ruff (lint + format), mypy --strict, squawk on the migrations
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy ticketing
+	$(BIN)/squawk $(filter-out %.rollback.sql,$(wildcard sql/*.sql))
+	# Rollbacks exist to drop what their migration created.
+	$(BIN)/squawk --exclude ban-drop-table,ban-drop-function,ban-drop-type $(wildcard sql/*.rollback.sql)
+
+check: test lint
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Tests of the ticketing data layer, all against a real PostgreSQL server."""

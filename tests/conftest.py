@@ -1,0 +1,93 @@
+"""Test servers and databases.
+
+The schema is built once per run, by applying the real migrations with yoyo,
+into a template database; every test gets its own clone. The server is the
+one at TICKETING_TEST_HOST:TICKETING_TEST_PORT (default 127.0.0.1:5432, user
+postgres) when it answers, otherwise a throwaway cluster that
+pytest-postgresql starts (as the postgres OS user when running as root).
+Set TICKETING_TEST_SERVER=throwaway to force the latter.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from ticketing import db
+
+HOST = os.environ.get("TICKETING_TEST_HOST", "127.0.0.1")
+PORT = int(os.environ.get("TICKETING_TEST_PORT", "5432"))
+USER = os.environ.get("TICKETING_TEST_USER", "postgres")
+PG_CTL = str(Path(__file__).with_name("pg_ctl_as_postgres"))
+
+
+def _url(host: str, port: int | str, user: str, dbname: str, password: str | None) -> str:
+    auth = f"{user}:{password}" if password else user
+    return f"postgresql://{auth}@{host}:{port}/{dbname}"
+
+
+def apply_migrations(host: str, port: int, user: str, dbname: str, **kwargs: Any) -> None:
+    """pytest-postgresql loader: build the template with the real migrations."""
+    applied = db.migrate(_url(host, port, user, dbname, kwargs.get("password")))
+    assert applied, "the template database got no migrations"
+
+
+def _server_answers() -> bool:
+    if os.environ.get("TICKETING_TEST_SERVER") == "throwaway":
+        return False
+    try:
+        psycopg.connect(_url(HOST, PORT, USER, "postgres", None), connect_timeout=3).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+pg_running = factories.postgresql_noproc(
+    host=HOST, port=PORT, user=USER, dbname="ticketing_tests", load=[apply_migrations]
+)
+pg_throwaway = factories.postgresql_proc(
+    executable=PG_CTL, host="127.0.0.1", port=None, user="postgres", load=[apply_migrations]
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> NoopExecutor | PostgreSQLExecutor:
+    """The server under test, with the template database built."""
+    name = "pg_running" if _server_answers() else "pg_throwaway"
+    server: NoopExecutor | PostgreSQLExecutor = request.getfixturevalue(name)
+    return server
+
+
+@pytest.fixture
+def dsn(pg_server: NoopExecutor | PostgreSQLExecutor) -> Iterator[str]:
+    """A fresh database cloned from the migrated template; its URL."""
+    dbname = f"t_{uuid.uuid4().hex[:16]}"
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        dbname=dbname,
+        template_dbname=pg_server.template_dbname,
+        password=pg_server.password,
+    )
+    with janitor:
+        yield _url(pg_server.host, pg_server.port, pg_server.user, dbname, pg_server.password)
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test's database, as `ticketing.db.connect` opens it."""
+    connection = db.connect(dsn)
+    try:
+        yield connection
+    finally:
+        connection.close()
