@@ -119,7 +119,9 @@ def translate(exc: psycopg.Error) -> TicketingError:
     if state == CAPACITY_BELOW_LIVE:
         return InvalidInput(message)
     if isinstance(exc, pg.ForeignKeyViolation) and constraint in _NOT_FOUND_BY_CONSTRAINT:
-        return _NOT_FOUND_BY_CONSTRAINT[constraint](message)
+        # DETAIL names the missing key: Key (event_id)=(42) is not present in table "events".
+        missing = exc.diag.message_detail or message
+        return _NOT_FOUND_BY_CONSTRAINT[constraint](missing)
     if isinstance(exc, pg.LockNotAvailable | pg.QueryCanceled):
         return Busy(f"gave up waiting: {message}")
     if state in RETRYABLE_SQLSTATES:
