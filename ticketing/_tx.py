@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, LiteralString, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -28,15 +28,30 @@ LOCK_TIMEOUT = "3s"
 ATTEMPTS = 5
 
 _SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(timeout)s, true)"
+_SET_ISOLATION: dict[str, LiteralString] = {
+    "REPEATABLE READ": "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "SERIALIZABLE": "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+}
 
 
-def atomic(conn: psycopg.Connection[object], work: Callable[[psycopg.Connection[object]], T]) -> T:
-    """Run `work(conn)` inside `conn.transaction()` and return its result."""
+def atomic(
+    conn: psycopg.Connection[object],
+    work: Callable[[psycopg.Connection[object]], T],
+    *,
+    isolation: Literal["REPEATABLE READ", "SERIALIZABLE"] | None = None,
+) -> T:
+    """Run `work(conn)` inside `conn.transaction()` and return its result.
+
+    `isolation` applies when the function owns the transaction; inside a
+    caller's transaction, the caller's level stands.
+    """
     owns = conn.info.transaction_status == TransactionStatus.IDLE
     attempts = ATTEMPTS if owns else 1
     for attempt in range(1, attempts + 1):
         try:
             with conn.transaction():
+                if owns and isolation is not None:
+                    conn.execute(_SET_ISOLATION[isolation])
                 conn.execute(_SET_LOCK_TIMEOUT, {"timeout": LOCK_TIMEOUT})
                 return work(conn)
         except psycopg.Error as exc:

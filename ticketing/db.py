@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from yoyo.connections import BadConnectionURI
 from yoyo.exceptions import LockTimeout
 
 from ticketing._tx import guarded
-from ticketing.errors import Busy, InvalidInput
+from ticketing.errors import Busy, InvalidInput, TicketingError
 
 #: Default size of a pool from `create_pool`: enough for the machine's cores
 #: to stay busy while some connections wait on the network.
@@ -62,8 +63,8 @@ def _libpq_dsn(dsn: str) -> str:
     return dsn
 
 
-def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations; return the ids applied ([] when up to date)."""
+def _with_backend(dsn: str, step: Callable[[Any, Any], list[str]]) -> list[str]:
+    """Run `step(backend, migrations)` under yoyo's lock; always close yoyo's connection."""
 
     def run() -> list[str]:
         try:
@@ -74,21 +75,72 @@ def migrate(dsn: str) -> list[str]:
             migrations = read_migrations(str(migrations_dir()))
             try:
                 with backend.lock():
-                    pending = backend.to_apply(migrations)
-                    backend.apply_migrations(pending)
+                    return step(backend, migrations)
             except LockTimeout as exc:
                 raise Busy(f"another process holds the migration lock: {exc}") from exc
-            return [m.id for m in pending]
         finally:
             backend.connection.close()
 
     return guarded(run)
 
 
+def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations; return the ids applied ([] when up to date)."""
+
+    def step(backend: Any, migrations: Any) -> list[str]:
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+        return [m.id for m in pending]
+
+    return _with_backend(dsn, step)
+
+
+def rollback_last(dsn: str) -> list[str]:
+    """Roll back the most recently applied migration; return its id ([] when none applied)."""
+
+    def step(backend: Any, migrations: Any) -> list[str]:
+        applied = backend.to_rollback(migrations)
+        last = applied[:1]
+        backend.rollback_migrations(last)
+        return [m.id for m in last]
+
+    return _with_backend(dsn, step)
+
+
+def migration_ids() -> list[str]:
+    """The ids of the migration files, in order."""
+    return sorted(
+        path.name.removesuffix(".sql")
+        for path in migrations_dir().glob("[0-9]*.sql")
+        if not path.name.endswith(".rollback.sql")
+    )
+
+
+_YOYO_TABLE = "SELECT to_regclass('public._yoyo_migration')"
+_APPLIED = "SELECT migration_id FROM _yoyo_migration"
+
+
+def pending_migrations(dsn: str) -> list[str]:
+    """Migrations not yet applied to the database, without changing anything in it."""
+    with connect(dsn) as conn:
+        exists = guarded(lambda: conn.execute(_YOYO_TABLE).fetchone())
+        applied: set[str] = set()
+        if exists is not None and exists[0] is not None:
+            applied = {row[0] for row in guarded(lambda: conn.execute(_APPLIED).fetchall())}
+    return [mid for mid in migration_ids() if mid not in applied]
+
+
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """Open a connection (autocommit by default: each query function is its own transaction)."""
     kwargs.setdefault("autocommit", True)
-    return guarded(lambda: psycopg.connect(_libpq_dsn(dsn), **kwargs))
+    try:
+        return guarded(lambda: psycopg.connect(_libpq_dsn(dsn), **kwargs))
+    except InvalidInput:
+        raise
+    except TicketingError as exc:
+        if isinstance(exc.__cause__, psycopg.ProgrammingError):  # the DSN did not parse
+            raise InvalidInput(f"invalid database URL: {exc}") from exc.__cause__
+        raise
 
 
 def create_pool(dsn: str, **kwargs: Any) -> ConnectionPool[Any]:

@@ -106,7 +106,7 @@ def translate(exc: psycopg.Error) -> TicketingError:
     constraint = exc.diag.constraint_name
     message = _message(exc)
     if isinstance(exc, psycopg.OperationalError) and state is None:
-        return ConnectionLost(f"lost the database connection: {message}")
+        return ConnectionLost(f"database connection failed: {message}")
     if state == SOLD_OUT or (state == "23514" and constraint in _SOLD_OUT_CONSTRAINTS):
         found = _AVAILABLE.search(exc.diag.message_detail or "")
         return SoldOut(message, available=int(found.group(1)) if found else 0)

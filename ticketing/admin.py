@@ -1,0 +1,64 @@
+"""Operator views: every invariant checked against the data, and event status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from pydantic import BaseModel, ConfigDict
+
+from ticketing import _validate as check
+from ticketing._tx import atomic
+from ticketing.queries import load
+
+Q = load("admin.sql")
+CHECKS = tuple(name for name in Q if name.startswith("check_"))
+
+
+class EventStatus(BaseModel):
+    """One line of `ticketing status`: an event and its availability."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str
+    starts_at: datetime
+    total_tickets: int
+    reserved: int
+    purchased: int
+    available: int
+
+
+def check_invariants(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every violation of the layer's invariants, one line each; [] when all hold.
+
+    All checks read one snapshot (REPEATABLE READ when the function owns the
+    transaction), so a busy database cannot show a half-applied change.
+    """
+
+    def work(conn: psycopg.Connection[Any]) -> list[str]:
+        problems: list[str] = []
+        with conn.cursor() as cur:
+            for name in CHECKS:
+                problems.extend(row[0] for row in cur.execute(Q[name]).fetchall())
+        return problems
+
+    return atomic(conn, work, isolation="REPEATABLE READ")
+
+
+def event_status(
+    conn: psycopg.Connection[Any], *, event_id: int | None = None, limit: int = 1000
+) -> list[EventStatus]:
+    """Events (one, or the first `limit` by start time) with their availability."""
+    params = {
+        "event_id": None if event_id is None else check.identifier("event_id", event_id),
+        "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
+    }
+
+    def work(conn: psycopg.Connection[Any]) -> list[EventStatus]:
+        with conn.cursor(row_factory=class_row(EventStatus)) as cur:
+            return cur.execute(Q["status"], params).fetchall()
+
+    return atomic(conn, work)

@@ -1,0 +1,313 @@
+"""The `ticketing` command: migrate, demo, sweep, status and check.
+
+The database comes from --database-url or DATABASE_URL. Without either,
+`demo`, `status` and `check` run against a throwaway PostgreSQL cluster that
+lives as long as the command (see ticketing.embedded). Errors print one line
+on stderr and exit non-zero; there are no tracebacks for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ticketing import admin, allocations, db, embedded
+from ticketing.demo import DemoResult, run_demo
+from ticketing.errors import InvalidInput, TicketingError
+from ticketing.models import Availability
+
+app = typer.Typer(
+    name="ticketing",
+    help="Operate the ticketing data layer: migrations, demo flash sale, sweeper, status, checks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("ticketing")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30s', '500ms', '2m', '1h' or a number of seconds."""
+    found = _DURATION.match(text)
+    if not found:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 500ms, 2m or 1h")
+    return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
+
+
+@dataclass
+class Settings:
+    database_url: str | None
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="DATABASE_URL",
+            help="PostgreSQL URL (postgresql://user:password@host:port/dbname).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Settings(database_url=database_url or None)
+
+
+@contextmanager
+def _database(ctx: typer.Context, *, throwaway: bool) -> Iterator[str]:
+    """The database URL to use; with `throwaway`, a migrated temporary cluster when none is set."""
+    url = ctx.ensure_object(Settings).database_url
+    if url is not None:
+        pending = db.pending_migrations(url)
+        if pending:
+            raise InvalidInput(
+                f"the database schema is missing or out of date ({len(pending)} migrations "
+                "pending): run `ticketing migrate`"
+            )
+        yield url
+        return
+    if not throwaway:
+        raise InvalidInput("no database: pass --database-url or set DATABASE_URL")
+    with embedded.running() as server:
+        err.print(f"[dim]no DATABASE_URL: using a throwaway PostgreSQL on port {server.port}[/]")
+        db.migrate(server.url())
+        yield server.url()
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List pending migrations only.")
+    ] = False,
+    rollback_last: Annotated[
+        bool, typer.Option("--rollback-last", help="Undo the most recently applied migration.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Apply pending migrations (the same ones `yoyo apply` applies)."""
+    url = ctx.ensure_object(Settings).database_url
+    if url is None:
+        raise InvalidInput("no database: pass --database-url or set DATABASE_URL")
+    if rollback_last:
+        if not yes and not typer.confirm("Roll back the most recently applied migration?"):
+            raise typer.Exit(1)
+        undone = db.rollback_last(url)
+        out.print(f"rolled back {undone[0]}" if undone else "nothing to roll back")
+        return
+    if dry_run:
+        pending = db.pending_migrations(url)
+        for mid in pending:
+            out.print(f"would apply {mid}")
+        out.print(f"{len(pending)} pending" if pending else "up to date")
+        return
+    applied = db.migrate(url)
+    for mid in applied:
+        out.print(f"applied {mid}")
+    out.print(f"{len(applied)} applied" if applied else "up to date")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    buyers: Annotated[int, typer.Option(min=1, max=1_000_000, help="Distinct buyers.")] = 200,
+    tickets: Annotated[int, typer.Option(min=1, max=10_000_000, help="Tickets on sale.")] = 1000,
+    workers: Annotated[int, typer.Option(min=1, max=128, help="Concurrent workers.")] = 16,
+    hold: Annotated[str, typer.Option(help="How long a hold lasts, e.g. 30s.")] = "30s",
+    timeout: Annotated[str, typer.Option(help="Give up after this long.")] = "5m",
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
+) -> None:
+    """Run a flash sale with concurrent buyers; verify nothing is oversold."""
+    hold_for = parse_duration(hold)
+    if hold_for <= timedelta(0):
+        raise typer.BadParameter("must be more than 0", param_hint="'--hold'")
+    with _database(ctx, throwaway=True) as url:
+        progress = Progress(
+            TextColumn("[bold]sold"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("held {task.fields[held]:>5}  free {task.fields[free]:>5}"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
+        task = progress.add_task("sale", total=tickets, held=0, free=tickets)
+
+        def show(availability: Availability) -> None:
+            progress.update(
+                task,
+                completed=availability.purchased,
+                held=availability.reserved,
+                free=availability.available,
+            )
+
+        with progress:
+            result = run_demo(
+                url,
+                buyers=buyers,
+                tickets=tickets,
+                workers=workers,
+                hold=hold_for,
+                timeout=parse_duration(timeout).total_seconds(),
+                seed=seed,
+                on_progress=show,
+            )
+    _print_demo(result, workers)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_demo(result: DemoResult, workers: int) -> None:
+    table = Table(title=f"Flash sale: event {result.event_id}, {workers} workers")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("tickets on sale", f"{result.tickets:,}")
+    table.add_row("tickets sold", f"{result.sold:,}")
+    table.add_row("oversold", f"{result.oversold:,}")
+    table.add_row(
+        "holds expired and resold", f"{result.holds_expired:,} ({result.tickets_expired:,} tickets)"
+    )
+    table.add_row("reservations", f"{result.reservations:,}")
+    table.add_row(
+        "purchases / cancels / abandoned",
+        f"{result.purchases:,} / {result.cancels:,} / {result.abandoned:,}",
+    )
+    for name, count in sorted(result.errors.items()):
+        table.add_row(f"answered {name}", f"{count:,}")
+    table.add_row(
+        "reservations per second (while tickets were free)",
+        f"{result.reservations_per_second:,.0f}",
+    )
+    table.add_row(
+        "reserve latency p50 / p99", f"{result.latency_ms(50):.1f} / {result.latency_ms(99):.1f} ms"
+    )
+    table.add_row(
+        "time to sell out", f"{result.seconds:.1f} s" if not result.timed_out else "timed out"
+    )
+    table.add_row("invariant violations", f"{len(result.violations):,}")
+    out.print(table)
+    for violation in result.violations:
+        err.print(f"[red]violation:[/] {violation}", soft_wrap=True)
+    out.print("[green]OK: sold out exactly, nothing oversold[/]" if result.ok else "[red]FAILED[/]")
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    every: Annotated[str, typer.Option(help="Pause between rounds, e.g. 5s.")] = "5s",
+    once: Annotated[bool, typer.Option("--once", help="Run one round and exit.")] = False,
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Holds per batch.")] = 1000,
+) -> None:
+    """Expire lapsed holds: batches until none are left, every few seconds."""
+    pause = parse_duration(every).total_seconds()
+    url = ctx.ensure_object(Settings).database_url
+    if url is None:
+        raise InvalidInput("no database: pass --database-url or set DATABASE_URL")
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err)]
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with _database(ctx, throwaway=False) as checked, db.connect(checked) as conn:
+        while True:
+            total = 0
+            while not stop.is_set():
+                expired = allocations.expire_due(conn, limit=batch)
+                total += expired
+                if expired < batch:
+                    break
+            log.info("expired %d lapsed holds", total)
+            if once or stop.wait(pause):
+                break
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    event: Annotated[int | None, typer.Option(min=1, help="Only this event.")] = None,
+) -> None:
+    """A table of events: total, reserved, purchased, available."""
+    with _database(ctx, throwaway=True) as url, db.connect(url) as conn:
+        rows = admin.event_status(conn, event_id=event)
+    if event is not None and not rows:
+        raise InvalidInput(f"event {event} does not exist")
+    table = Table(title="Events")
+    for name in ("id", "name", "starts at", "total", "reserved", "purchased", "available"):
+        table.add_column(name, justify="left" if name in ("name", "starts at") else "right")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.name,
+            f"{row.starts_at:%Y-%m-%d %H:%M %Z}",
+            f"{row.total_tickets:,}",
+            f"{row.reserved:,}",
+            f"{row.purchased:,}",
+            f"{row.available:,}",
+        )
+    out.print(table)
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Verify every invariant in the database; exit 1 if any is violated."""
+    with _database(ctx, throwaway=True) as url, db.connect(url) as conn:
+        violations = admin.check_invariants(conn)
+    for violation in violations:
+        out.print(f"[red]violation:[/] {violation}", soft_wrap=True)
+    if violations:
+        err.print(f"{len(violations)} invariant violations")
+        raise typer.Exit(1)
+    out.print(f"[green]all {len(admin.CHECKS)} invariant checks passed[/]")
+
+
+def _fail(message: str, code: int) -> None:
+    line = " ".join(message.split())
+    if line:  # an empty message follows the help text that was already printed
+        err.print(f"ticketing: error: {line}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point: run the command, turning every failure into one line on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="ticketing", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown command, bad option value
+        _fail(exc.format_message(), 2)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except (KeyboardInterrupt, EOFError):
+        _fail("interrupted", 130)
+    except TicketingError as exc:
+        _fail(str(exc), 1)
+    sys.exit(code if isinstance(code, int) else 0)
