@@ -1,10 +1,11 @@
 """Test servers and databases.
 
 The schema is built once per run, by applying the real migrations with yoyo,
-into a template database; every test gets its own clone. The server is the
-one at TICKETING_TEST_HOST:TICKETING_TEST_PORT (default 127.0.0.1:5432, user
-postgres) when it answers, otherwise a throwaway cluster that
-pytest-postgresql starts (as the postgres OS user when running as root).
+into a template database (pytest-postgresql's janitor); every test gets its
+own clone. The server is the one at TICKETING_TEST_HOST:TICKETING_TEST_PORT
+(default 127.0.0.1:5432, user postgres) when it answers, otherwise a
+throwaway cluster started by ticketing.embedded, the same code the
+`ticketing` command uses (as the postgres OS user when running as root).
 Set TICKETING_TEST_SERVER=throwaway to force the latter.
 """
 
@@ -13,21 +14,21 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from pytest_postgresql import factories
-from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
+from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from ticketing import db
+from ticketing import db, embedded
 
 HOST = os.environ.get("TICKETING_TEST_HOST", "127.0.0.1")
 PORT = int(os.environ.get("TICKETING_TEST_PORT", "5432"))
 USER = os.environ.get("TICKETING_TEST_USER", "postgres")
-PG_CTL = str(Path(__file__).with_name("pg_ctl_as_postgres"))
+# Per run, so that concurrent runs against one server do not share a template.
+TEST_DBNAME = f"ticketing_tests_{os.getpid()}"
 
 
 def _url(host: str, port: int | str, user: str, dbname: str, password: str | None) -> str:
@@ -52,23 +53,39 @@ def _server_answers() -> bool:
 
 
 pg_running = factories.postgresql_noproc(
-    host=HOST, port=PORT, user=USER, dbname="ticketing_tests", load=[apply_migrations]
-)
-pg_throwaway = factories.postgresql_proc(
-    executable=PG_CTL, host="127.0.0.1", port=None, user="postgres", load=[apply_migrations]
+    host=HOST, port=PORT, user=USER, dbname=TEST_DBNAME, load=[apply_migrations]
 )
 
 
 @pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest) -> NoopExecutor | PostgreSQLExecutor:
+def pg_throwaway() -> Iterator[NoopExecutor]:
+    """A throwaway cluster for this run, with the template database built."""
+    with embedded.running() as server:
+        executor = NoopExecutor(
+            host=server.host, port=server.port, user=server.user, options="", dbname=TEST_DBNAME
+        )
+        janitor = DatabaseJanitor(
+            user=executor.user,
+            host=executor.host,
+            port=executor.port,
+            dbname=executor.template_dbname,
+            as_template=True,
+        )
+        with janitor:
+            janitor.load(apply_migrations)
+            yield executor
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> NoopExecutor:
     """The server under test, with the template database built."""
     name = "pg_running" if _server_answers() else "pg_throwaway"
-    server: NoopExecutor | PostgreSQLExecutor = request.getfixturevalue(name)
+    server: NoopExecutor = request.getfixturevalue(name)
     return server
 
 
 @pytest.fixture
-def dsn(pg_server: NoopExecutor | PostgreSQLExecutor) -> Iterator[str]:
+def dsn(pg_server: NoopExecutor) -> Iterator[str]:
     """A fresh database cloned from the migrated template; its URL."""
     dbname = f"t_{uuid.uuid4().hex[:16]}"
     janitor = DatabaseJanitor(
