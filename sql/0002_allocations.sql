@@ -30,7 +30,7 @@ CREATE TABLE allocations (
     CONSTRAINT allocations_id_event_id_key UNIQUE (id, event_id)
 );
 
--- Foreign key index, also used to sum an event's allocations by status.
+-- Foreign key index; also serves per-event sums by status (ticketing check).
 CREATE INDEX allocations_event_id_idx ON allocations (event_id, status);
 -- The sweeper: live holds in expiry order.
 CREATE INDEX allocations_hold_expiry_idx ON allocations (expires_at)
@@ -38,7 +38,8 @@ CREATE INDEX allocations_hold_expiry_idx ON allocations (expires_at)
 -- Reclaiming one event's lapsed holds, and availability's lapsed sum.
 CREATE INDEX allocations_event_hold_expiry_idx ON allocations (event_id, expires_at)
     WHERE status = 'reserved';
--- A buyer's live allocations on an event.
+-- A buyer's live allocations on an event (ticketing check's buyer limit check;
+-- the triggers keep the same sums in buyer_inventory).
 CREATE INDEX allocations_buyer_live_idx ON allocations (event_id, fingerprint)
     WHERE status IN ('reserved', 'purchased');
 -- list_for_buyer, newest first.
@@ -72,7 +73,8 @@ CREATE TRIGGER allocations_guard_insert
 -- The status state machine:
 --   reserved  -> purchased (only before expires_at) | cancelled | expired (only after expires_at)
 --   purchased -> cancelled
--- Identity columns never change; only a hold may change its quantity or expiry.
+-- Identity columns never change; only a hold may change its quantity or expiry,
+-- and a lapsed hold cannot be extended back to life.
 CREATE FUNCTION allocations_guard_transition() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -88,6 +90,12 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'TK005',
             MESSAGE = format('allocation %s is %s: only a hold can change its quantity or expiry', OLD.id, OLD.status);
+    END IF;
+    IF NEW.expires_at <> OLD.expires_at AND OLD.expires_at <= statement_timestamp() THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'TK004',
+            MESSAGE = format('allocation %s: the hold lapsed at %s and cannot be extended',
+                             OLD.id, OLD.expires_at);
     END IF;
     IF NEW.status = OLD.status THEN
         RETURN NEW;

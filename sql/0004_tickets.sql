@@ -75,13 +75,25 @@ END
 $$;
 
 -- Purchases issue their tickets; cancelled purchases void theirs and return
--- the numbers to the pool. Fires after allocations_count_updated (trigger
--- names order them), so the event's inventory row is already locked.
+-- the numbers to the pool. Numbering is serialised by the events'
+-- event_inventory rows: allocations_count_updated (which fires first, trigger
+-- names order them) has usually locked them already; this takes them, in id
+-- order, for a statement whose counter changes summed to zero.
 CREATE FUNCTION allocations_issue_tickets() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     a record;
 BEGIN
+    PERFORM 1
+    FROM event_inventory
+    WHERE event_id IN (
+        SELECT n.event_id
+        FROM new_rows AS n
+        JOIN old_rows AS o ON o.id = n.id
+        WHERE (o.status, n.status) IN (('reserved', 'purchased'), ('purchased', 'cancelled')))
+    ORDER BY event_id
+    FOR UPDATE;
+
     WITH voided AS (
         UPDATE tickets AS t
         SET voided_at = now()

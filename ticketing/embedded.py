@@ -4,7 +4,7 @@ Used by the `ticketing` command when no database URL is given, and by the
 test suite when no server answers: one way to start a database. The cluster
 is built from the server binaries installed on the machine (`pg_config
 --bindir`, else the newest /usr/lib/postgresql/*/bin), listens on a free port
-of 127.0.0.1 only, trusts local connections, and is removed on exit. As root,
+of 127.0.0.1 only, trusts local connections, and is removed on exit. $TICKETING_PG_BINDIR picks other binaries. As root,
 initdb and the server run as the `postgres` OS user, since PostgreSQL refuses
 to run as root.
 """
@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from urllib.parse import quote
 
 from ticketing.errors import TicketingError
 
@@ -38,10 +39,13 @@ class ServerFailed(TicketingError):
 
 
 def find_bindir() -> Path:
-    """The directory holding initdb and pg_ctl."""
+    """The directory holding initdb and pg_ctl ($TICKETING_PG_BINDIR when set)."""
     candidates: list[Path] = []
+    chosen = os.environ.get("TICKETING_PG_BINDIR")
     pg_config = shutil.which("pg_config")
-    if pg_config:
+    if chosen:
+        candidates.append(Path(chosen))
+    elif pg_config:
         out = subprocess.run(  # noqa: S603 - the machine's own pg_config
             [pg_config, "--bindir"], capture_output=True, text=True, check=False
         )
@@ -52,7 +56,8 @@ def find_bindir() -> Path:
         key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
         reverse=True,
     )
-    candidates.extend(debian)
+    if not chosen:
+        candidates.extend(debian)
     for bindir in candidates:
         if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
             return bindir
@@ -73,11 +78,14 @@ def free_port() -> int:
 class EmbeddedPostgres:
     """A cluster in a temporary directory; `start()` then `stop()`, or use `running()`."""
 
-    def __init__(self, *, port: int | None = None, bindir: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, bindir: Path | None = None, password: str | None = None
+    ) -> None:
         self.bindir = bindir or find_bindir()
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.user = SERVER_USER
+        self.password = password
         self.root: Path | None = None
         self._as_root = os.geteuid() == 0
 
@@ -87,7 +95,8 @@ class EmbeddedPostgres:
         return self.root / "data"
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+        auth = f"{self.user}:{quote(self.password, safe='')}" if self.password else self.user
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
 
     def _run(self, *args: str) -> None:
         command = [str(self.bindir / args[0]), *args[1:]]
@@ -118,13 +127,20 @@ class EmbeddedPostgres:
                     with contextlib.suppress(OSError):
                         os.chmod(parent, os.stat(parent).st_mode | 0o001)
                     parent = parent.parent
+            auth = ["--auth=trust"]
+            if self.password is not None:  # password authentication, even on 127.0.0.1
+                pwfile = self.root / "pwfile"
+                pwfile.write_text(self.password + "\n", encoding="utf-8")
+                if self._as_root:
+                    os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+                auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
             self._run(
                 "initdb",
                 "-D",
                 str(self.datadir),
                 "-U",
                 self.user,
-                "--auth=trust",
+                *auth,
                 "--encoding=UTF8",
                 "--no-sync",
             )

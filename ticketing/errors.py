@@ -81,6 +81,7 @@ INVALID_TRANSITION = "TK003"
 HOLD_EXPIRED = "TK004"
 FORBIDDEN_CHANGE = "TK005"
 CAPACITY_BELOW_LIVE = "TK006"
+INVENTORY_MISSING = "TK007"  # an event without its event_inventory row: a damaged schema
 
 # Constraint names whose violation means the caller asked for something invalid.
 _NOT_FOUND_BY_CONSTRAINT: dict[str, type[NotFound]] = {
