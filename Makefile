@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint check clean
+.PHONY: venv demo test lint check clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+## demo: a flash sale on a throwaway PostgreSQL (or on $$DATABASE_URL when set)
+demo: $(STAMP)
+	$(BIN)/ticketing demo
 
 ## test: the whole test suite against a real PostgreSQL (the local server, or a throwaway one)
 test: $(STAMP)
