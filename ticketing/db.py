@@ -69,7 +69,7 @@ def _with_backend(dsn: str, step: Callable[[Any, Any], list[str]]) -> list[str]:
     def run() -> list[str]:
         try:
             backend = get_backend(yoyo_url(dsn))
-        except BadConnectionURI as exc:
+        except (BadConnectionURI, ValueError) as exc:  # urlsplit rejects some URLs outright
             raise InvalidInput(f"not a PostgreSQL URL: {exc}") from exc
         try:
             migrations = read_migrations(str(migrations_dir()))
@@ -145,6 +145,10 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
 
 def create_pool(dsn: str, **kwargs: Any) -> ConnectionPool[Any]:
     """Open a pool whose connections are set up like `connect`'s."""
+    try:
+        conninfo.conninfo_to_dict(_libpq_dsn(dsn))
+    except psycopg.ProgrammingError as exc:  # fail now, not at the first pool.connection()
+        raise InvalidInput(f"invalid database URL: {exc}") from exc
     connection_kwargs = dict(kwargs.pop("kwargs", None) or {})
     connection_kwargs.setdefault("autocommit", True)
     kwargs.setdefault("min_size", POOL_MIN_SIZE)
