@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import psycopg
 import pytest
@@ -213,15 +214,36 @@ def test_migrate_on_an_up_to_date_database_applies_nothing(dsn: str) -> None:
 
 
 def test_yoyo_url_forms() -> None:
-    assert db.yoyo_url("postgresql://u@h:5/d") == "postgresql+psycopg://u@h:5/d"
-    assert db.yoyo_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
-    assert db.yoyo_url("postgresql+psycopg://u@h/d") == "postgresql+psycopg://u@h/d"
-    assert (
-        db.yoyo_url("host=h port=5 user=u password=p@ss dbname=d sslmode=disable")
-        == "postgresql+psycopg://u:p%40ss@h:5/d?sslmode=disable"
-    )
+    def params(url: str) -> dict[str, str]:
+        assert url.startswith("postgresql+psycopg:///?")
+        return dict(parse_qsl(url.split("?", 1)[1]))
+
+    assert params(db.yoyo_url("postgresql://u@h:5/d")) == {
+        "user": "u",
+        "host": "h",
+        "port": "5",
+        "dbname": "d",
+    }
+    assert params(db.yoyo_url("postgres://u@h/d")) == {"user": "u", "host": "h", "dbname": "d"}
+    assert params(db.yoyo_url("postgresql+psycopg://u@h/d")) == {
+        "user": "u",
+        "host": "h",
+        "dbname": "d",
+    }
+    assert params(
+        db.yoyo_url("host=h port=5 user=u password=p@ss dbname='d x' sslmode=disable")
+    ) == {
+        "host": "h",
+        "port": "5",
+        "user": "u",
+        "password": "p@ss",
+        "dbname": "d x",
+        "sslmode": "disable",
+    }
     with pytest.raises(InvalidInput):
-        db.yoyo_url("this is not a dsn")
+        db.yoyo_url("not a dsn")
+    with pytest.raises(InvalidInput):
+        db.yoyo_url("dbname=x\x00y")
 
 
 def test_migrate_to_a_closed_port_raises_connection_lost() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 import psycopg
 from psycopg import conninfo
@@ -37,27 +37,24 @@ def migrations_dir() -> Path:
 
 
 def yoyo_url(dsn: str) -> str:
-    """The yoyo URL (postgresql+psycopg://...) for a libpq URL or key=value DSN."""
-    for scheme in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if dsn.startswith(scheme):
-            return "postgresql+psycopg://" + dsn[len(scheme) :]
+    """The yoyo URL (postgresql+psycopg://...) for a libpq URL or key=value DSN.
+
+    The string is parsed by libpq's rules first (so a malformed one is
+    `InvalidInput` here, not an error deep in yoyo), and every parameter goes
+    into the query string, which yoyo decodes and hands to psycopg unchanged:
+    database names that need escaping and socket directories survive.
+    """
+    if "\x00" in dsn:
+        raise InvalidInput("the database URL must not contain NUL characters")
     try:
-        params = conninfo.conninfo_to_dict(dsn)
+        params = conninfo.conninfo_to_dict(_libpq_dsn(dsn))
     except psycopg.ProgrammingError as exc:
-        raise InvalidInput(f"not a PostgreSQL connection string: {exc}") from exc
-    user = quote(str(params.pop("user", "")), safe="")
-    password = params.pop("password", None)
-    auth = f"{user}:{quote(str(password), safe='')}@" if password is not None else f"{user}@"
-    host = str(params.pop("host", ""))
-    port = params.pop("port", None)
-    dbname = quote(str(params.pop("dbname", "")), safe="")
-    netloc = f"{auth if user or password else ''}{quote(host, safe='')}"
-    netloc += f":{port}" if port else ""
-    query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in params.items())
-    return f"postgresql+psycopg://{netloc}/{dbname}" + (f"?{query}" if query else "")
+        raise InvalidInput(f"invalid database URL: {exc}") from exc
+    return "postgresql+psycopg:///?" + urlencode({k: str(v) for k, v in params.items()})
 
 
 def _libpq_dsn(dsn: str) -> str:
+    """Accept yoyo-style URLs too: postgresql+psycopg:// is postgresql:// to libpq."""
     if dsn.startswith("postgresql+psycopg://"):
         return "postgresql://" + dsn[len("postgresql+psycopg://") :]
     return dsn

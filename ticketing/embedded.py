@@ -4,9 +4,9 @@ Used by the `ticketing` command when no database URL is given, and by the
 test suite when no server answers: one way to start a database. The cluster
 is built from the server binaries installed on the machine (`pg_config
 --bindir`, else the newest /usr/lib/postgresql/*/bin), listens on a free port
-of 127.0.0.1 only, trusts local connections, and is removed on exit. $TICKETING_PG_BINDIR picks other binaries. As root,
-initdb and the server run as the `postgres` OS user, since PostgreSQL refuses
-to run as root.
+of 127.0.0.1 only, trusts local connections, and is removed on exit.
+$TICKETING_PG_BINDIR picks other binaries. As root, initdb and the server run
+as the `postgres` OS user, since PostgreSQL refuses to run as root.
 """
 
 from __future__ import annotations
