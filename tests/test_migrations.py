@@ -332,7 +332,7 @@ def test_yoyo_command_line_applies_rolls_back_and_reapplies(fresh_db: FreshDb) -
     env = {**os.environ, "DATABASE_URL": db.yoyo_url(fresh_db.url)}
 
     def yoyo(*args: str) -> None:
-        done = subprocess.run(  # noqa: S603 - our own venv's yoyo, fixed arguments
+        done = subprocess.run(
             [str(YOYO), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, (args, done.stdout, done.stderr)
