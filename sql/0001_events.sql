@@ -5,11 +5,13 @@
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '5min';
 
--- Shared by every table with an updated_at column.
+-- Shared by every table with an updated_at column. now() is the transaction's
+-- start, which can be before the row was created (a transaction that waited
+-- for a lock, or that began before another committed the row).
 CREATE FUNCTION set_updated_at() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.updated_at := now();
+    NEW.updated_at := greatest(now(), NEW.created_at);
     RETURN NEW;
 END
 $$;

@@ -96,7 +96,7 @@ BEGIN
 
     WITH voided AS (
         UPDATE tickets AS t
-        SET voided_at = now()
+        SET voided_at = greatest(now(), t.created_at)
         FROM new_rows AS n
         JOIN old_rows AS o ON o.id = n.id
         WHERE o.status = 'purchased' AND n.status = 'cancelled'
@@ -127,13 +127,19 @@ CREATE TRIGGER allocations_issue_tickets
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION allocations_issue_tickets();
 
--- Whoever inserts tickets: only for purchased allocations, never more valid
--- tickets than the allocation's quantity, numbers within the event's capacity.
+-- Whoever inserts tickets: only valid ones, only for purchased allocations,
+-- never more valid tickets than the allocation's quantity, numbers within the
+-- event's capacity.
 CREATE FUNCTION tickets_guard_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
 BEGIN
+    IF EXISTS (SELECT 1 FROM new_tickets WHERE voided_at IS NOT NULL) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'TK005',
+            MESSAGE = 'a ticket is issued valid; only cancelling its allocation voids it';
+    END IF;
     SELECT a.id, a.status, a.quantity INTO bad
     FROM (SELECT DISTINCT allocation_id FROM new_tickets) AS n
     JOIN allocations AS a ON a.id = n.allocation_id

@@ -135,7 +135,7 @@ def demo(
     buyers: Annotated[int, typer.Option(min=1, max=1_000_000, help="Distinct buyers.")] = 200,
     tickets: Annotated[int, typer.Option(min=1, max=10_000_000, help="Tickets on sale.")] = 1000,
     workers: Annotated[int, typer.Option(min=1, max=128, help="Concurrent workers.")] = 16,
-    hold: Annotated[str, typer.Option(help="How long a hold lasts, e.g. 30s.")] = "30s",
+    hold: Annotated[str, typer.Option(help="How long a hold lasts, e.g. 30s.")] = "10s",
     timeout: Annotated[str, typer.Option(help="Give up after this long.")] = "5m",
     seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
 ) -> None:

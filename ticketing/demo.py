@@ -150,7 +150,7 @@ class _Sale:
         if events.get_availability(conn, self.event_id).purchased >= self.tickets:
             self.done.set()
         else:
-            self.done.wait(0.05)
+            self.done.wait(0.1)
 
 
 def run_demo(

@@ -1,0 +1,112 @@
+"""Consistency checks shared by tests: counters, buyer totals and tickets agree with allocations."""
+
+from __future__ import annotations
+
+from typing import Any, LiteralString
+
+import psycopg
+
+# Each query returns the rows that break one rule; an empty result means the rule holds.
+CHECKS: dict[str, LiteralString] = {
+    "every event has one inventory row with its capacity settings": """
+        SELECT e.id, i.event_id, e.total_tickets, i.total_tickets, e.max_per_buyer, i.max_per_buyer
+        FROM events AS e
+        FULL JOIN event_inventory AS i ON i.event_id = e.id
+        WHERE e.id IS NULL OR i.event_id IS NULL
+           OR e.total_tickets <> i.total_tickets
+           OR e.max_per_buyer IS DISTINCT FROM i.max_per_buyer
+    """,
+    "event_inventory counts equal the sums of allocations by status, within capacity": """
+        SELECT i.event_id, i.total_tickets, i.reserved, coalesce(s.reserved, 0) AS sum_reserved,
+               i.purchased, coalesce(s.purchased, 0) AS sum_purchased
+        FROM event_inventory AS i
+        LEFT JOIN (
+            SELECT event_id,
+                   sum(quantity) FILTER (WHERE status = 'reserved') AS reserved,
+                   sum(quantity) FILTER (WHERE status = 'purchased') AS purchased
+            FROM allocations
+            GROUP BY event_id
+        ) AS s ON s.event_id = i.event_id
+        WHERE i.reserved <> coalesce(s.reserved, 0)
+           OR i.purchased <> coalesce(s.purchased, 0)
+           OR i.reserved + i.purchased > i.total_tickets
+    """,
+    "buyer_inventory equals each buyer's live quantity, within max_per_buyer": """
+        SELECT coalesce(b.event_id, l.event_id) AS event_id,
+               coalesce(b.fingerprint, l.fingerprint) AS fingerprint,
+               b.quantity AS counted, l.quantity AS live, i.max_per_buyer
+        FROM buyer_inventory AS b
+        FULL JOIN (
+            SELECT event_id, fingerprint, sum(quantity) AS quantity
+            FROM allocations
+            WHERE status IN ('reserved', 'purchased')
+            GROUP BY event_id, fingerprint
+        ) AS l ON l.event_id = b.event_id AND l.fingerprint = b.fingerprint
+        LEFT JOIN event_inventory AS i ON i.event_id = coalesce(b.event_id, l.event_id)
+        WHERE coalesce(b.quantity, 0) <> coalesce(l.quantity, 0)
+           OR coalesce(l.quantity, 0) > coalesce(i.max_per_buyer, 2147483647)
+    """,
+    "valid tickets: quantity for a purchase, none otherwise; voided only by a cancel": """
+        SELECT a.id, a.status, a.quantity,
+               count(t.id) FILTER (WHERE t.voided_at IS NULL) AS valid,
+               count(t.id) FILTER (WHERE t.voided_at IS NOT NULL) AS voided
+        FROM allocations AS a
+        LEFT JOIN tickets AS t ON t.allocation_id = a.id
+        GROUP BY a.id
+        HAVING count(t.id) FILTER (WHERE t.voided_at IS NULL)
+                   <> CASE WHEN a.status = 'purchased' THEN a.quantity ELSE 0 END
+            OR count(t.id) FILTER (WHERE t.voided_at IS NOT NULL)
+                   NOT IN (0, CASE WHEN a.status = 'cancelled' THEN a.quantity ELSE 0 END)
+    """,
+    "valid ticket numbers are within the event's capacity": """
+        SELECT t.id, t.event_id, t.number, i.total_tickets
+        FROM tickets AS t
+        JOIN event_inventory AS i ON i.event_id = t.event_id
+        WHERE t.voided_at IS NULL AND t.number > i.total_tickets
+    """,
+    # Numbers are unique among valid tickets (the exclusion constraint) and in the pool (its
+    # key), so valid + pooled == highest ever issued, with none both, means each number up
+    # to the highest is exactly one of the two: cancels lose no numbers.
+    "every number up to the highest issued is either valid or pooled, never both": """
+        WITH high AS (
+            SELECT event_id, max(number) AS high FROM tickets GROUP BY event_id
+        ), valid AS (
+            SELECT event_id, count(*) AS n FROM tickets WHERE voided_at IS NULL GROUP BY event_id
+        ), pooled AS (
+            SELECT event_id, count(*) AS n, max(number) AS top
+            FROM ticket_number_pool
+            GROUP BY event_id
+        ), both_ AS (
+            SELECT p.event_id, count(*) AS n
+            FROM ticket_number_pool AS p
+            JOIN tickets AS t
+              ON t.event_id = p.event_id AND t.number = p.number AND t.voided_at IS NULL
+            GROUP BY p.event_id
+        )
+        SELECT e.id, h.high, v.n AS valid, p.n AS pooled, p.top AS top_pooled, b.n AS both_
+        FROM events AS e
+        LEFT JOIN high AS h ON h.event_id = e.id
+        LEFT JOIN valid AS v ON v.event_id = e.id
+        LEFT JOIN pooled AS p ON p.event_id = e.id
+        LEFT JOIN both_ AS b ON b.event_id = e.id
+        WHERE coalesce(v.n, 0) + coalesce(p.n, 0) <> coalesce(h.high, 0)
+           OR coalesce(p.top, 0) > coalesce(h.high, 0)
+           OR b.n IS NOT NULL
+    """,
+}
+
+
+def violations(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows breaking each rule, for the rules that are broken."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for rule, query in CHECKS.items():
+        rows = conn.execute(query).fetchall()
+        if rows:
+            found[rule] = rows
+    return found
+
+
+def assert_consistent(conn: psycopg.Connection[Any]) -> None:
+    """Fail with the offending rows unless every event's counters, buyers and tickets agree."""
+    found = violations(conn)
+    assert not found, "\n".join(f"{rule}: {rows}" for rule, rows in found.items())

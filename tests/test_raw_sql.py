@@ -1,0 +1,1027 @@
+"""The database's guarantees hold for any SQL written straight to the tables, not only the API."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from tests.invariants import assert_consistent
+from ticketing import db, events
+
+STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
+ALLOWED = {
+    ("reserved", "purchased"),
+    ("reserved", "cancelled"),
+    ("reserved", "expired"),
+    ("purchased", "cancelled"),
+}
+STATUSES = ("reserved", "purchased", "cancelled", "expired")
+FORBIDDEN = [(a, b) for a in STATUSES for b in STATUSES if a != b and (a, b) not in ALLOWED]
+BEGIN: dict[str, LiteralString] = {
+    "repeatable read": "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    "serializable": "BEGIN ISOLATION LEVEL SERIALIZABLE",
+}
+INSERT_HOLD: LiteralString = (
+    "INSERT INTO allocations (event_id, fingerprint, quantity) VALUES (%s, %s, %s) RETURNING id"
+)
+# A hold that lapsed a minute ago (created an hour ago, so the CHECKs on expiry hold).
+INSERT_LAPSED: LiteralString = """
+    INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)
+    VALUES (%s, %s, %s, now() - interval '1 hour', now() - interval '1 minute')
+    RETURNING id
+"""
+
+
+def new_database(pg_server: Any) -> DatabaseJanitor:
+    """A clone of the migrated template, as conftest's `dsn` makes one (enter it to create it)."""
+    return DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        dbname=f"t_{uuid.uuid4().hex[:16]}",
+        template_dbname=pg_server.template_dbname,
+        password=pg_server.password,
+    )
+
+
+def url(pg_server: Any, janitor: DatabaseJanitor) -> str:
+    auth = f"{pg_server.user}:{pg_server.password}" if pg_server.password else pg_server.user
+    return f"postgresql://{auth}@{pg_server.host}:{pg_server.port}/{janitor.dbname}"
+
+
+@pytest.fixture(scope="module")
+def module_dsn(pg_server: Any) -> Iterator[str]:
+    with new_database(pg_server) as janitor:
+        yield url(pg_server, janitor)
+
+
+@pytest.fixture
+def dsn(module_dsn: str) -> str:
+    """This module's tests share one database, and conftest's `conn` connects to it.
+
+    Each test works on events of its own and compares only their rows, so sharing costs no
+    isolation; it saves a database clone per test, which is most of a test's time.
+    """
+    return module_dsn
+
+
+@pytest.fixture
+def fresh_conn(pg_server: Any) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to a database of its own, for a test that may leave it inconsistent."""
+    with new_database(pg_server) as janitor, db.connect(url(pg_server, janitor)) as connection:
+        yield connection
+
+
+def make_event(
+    conn: psycopg.Connection[Any], total: int = 10, max_per_buyer: int | None = None
+) -> int:
+    return events.create_event(
+        conn, name="raw", starts_at=STARTS_AT, total_tickets=total, max_per_buyer=max_per_buyer
+    ).id
+
+
+def hold(conn: psycopg.Connection[Any], event_id: int, fingerprint: str, quantity: int) -> int:
+    row = conn.execute(INSERT_HOLD, (event_id, fingerprint, quantity)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def lapsed_hold(
+    conn: psycopg.Connection[Any], event_id: int, fingerprint: str, quantity: int
+) -> int:
+    row = conn.execute(INSERT_LAPSED, (event_id, fingerprint, quantity)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def set_status(conn: psycopg.Connection[Any], allocation_id: int, status: str) -> None:
+    cur = conn.execute("UPDATE allocations SET status = %s WHERE id = %s", (status, allocation_id))
+    assert cur.rowcount == 1
+
+
+def allocation_in(conn: psycopg.Connection[Any], event_id: int, status: str) -> int:
+    """A 3-ticket allocation of buyer 'x' brought to `status` by raw SQL."""
+    if status == "expired":
+        allocation_id = lapsed_hold(conn, event_id, "x", 3)
+    else:
+        allocation_id = hold(conn, event_id, "x", 3)
+    if status != "reserved":
+        set_status(conn, allocation_id, status)
+    return allocation_id
+
+
+def fails(conn: psycopg.Connection[Any], query: LiteralString, params: Any = None) -> psycopg.Error:
+    """The error a statement raises (it must raise one)."""
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(query, params)
+    return caught.value
+
+
+def inventory(conn: psycopg.Connection[Any], event_id: int) -> tuple[Any, ...]:
+    """(total_tickets, max_per_buyer, reserved, purchased) of the event's counters."""
+    row = conn.execute(
+        "SELECT total_tickets, max_per_buyer, reserved, purchased"
+        " FROM event_inventory WHERE event_id = %s",
+        (event_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def buyer_quantity(conn: psycopg.Connection[Any], event_id: int, fingerprint: str) -> int:
+    row = conn.execute(
+        "SELECT quantity FROM buyer_inventory WHERE event_id = %s AND fingerprint = %s",
+        (event_id, fingerprint),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def status_of(conn: psycopg.Connection[Any], allocation_id: int) -> str:
+    row = conn.execute("SELECT status FROM allocations WHERE id = %s", (allocation_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def ticket_numbers(
+    conn: psycopg.Connection[Any], allocation_id: int, *, voided: bool = False
+) -> list[int]:
+    rows = conn.execute(
+        "SELECT number FROM tickets WHERE allocation_id = %s AND (voided_at IS NOT NULL) = %s"
+        " ORDER BY number",
+        (allocation_id, voided),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def pooled(conn: psycopg.Connection[Any], event_id: int) -> list[int]:
+    rows = conn.execute(
+        "SELECT number FROM ticket_number_pool WHERE event_id = %s ORDER BY number", (event_id,)
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def rows(conn: psycopg.Connection[Any], table: LiteralString, event_id: int) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM " + table + " WHERE event_id = %s", (event_id,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def buyers(conn: psycopg.Connection[Any], event_id: int) -> list[tuple[Any, ...]]:
+    """(fingerprint, quantity) of the event's allocations, oldest first."""
+    return conn.execute(
+        "SELECT fingerprint, quantity FROM allocations WHERE event_id = %s ORDER BY id", (event_id,)
+    ).fetchall()
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Everything a rejected statement must leave as it was."""
+    return [
+        *conn.execute("SELECT * FROM allocations ORDER BY id").fetchall(),
+        *conn.execute("SELECT * FROM tickets ORDER BY id").fetchall(),
+        *conn.execute("SELECT * FROM event_inventory ORDER BY event_id").fetchall(),
+        *conn.execute("SELECT * FROM buyer_inventory ORDER BY event_id, fingerprint").fetchall(),
+        *conn.execute("SELECT * FROM ticket_number_pool ORDER BY event_id, number").fetchall(),
+        *conn.execute("SELECT id, total_tickets, max_per_buyer FROM events ORDER BY id").fetchall(),
+    ]
+
+
+# --- raw inserts -------------------------------------------------------------------------------
+
+
+def test_raw_insert_within_capacity_is_counted(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "a", 3)
+    hold(conn, event_id, "b", 7)
+
+    assert inventory(conn, event_id) == (10, None, 10, 0)
+    assert buyer_quantity(conn, event_id, "a") == 3
+    assert buyer_quantity(conn, event_id, "b") == 7
+    availability = events.get_availability(conn, event_id)
+    assert (availability.reserved, availability.purchased, availability.available) == (10, 0, 0)
+    assert_consistent(conn)
+
+
+def test_raw_insert_beyond_capacity_fails_sold_out(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "a", 8)
+    before = snapshot(conn)
+
+    err = fails(conn, INSERT_HOLD, (event_id, "b", 3))
+
+    assert err.sqlstate == "TK001"
+    assert err.diag.message_detail == "available=2"
+    assert snapshot(conn) == before
+    assert events.get_availability(conn, event_id).available == 2
+    assert_consistent(conn)
+
+
+def test_raw_multi_row_insert_is_checked_as_a_whole(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+
+    err = fails(
+        conn,
+        "INSERT INTO allocations (event_id, fingerprint, quantity)"
+        " VALUES (%s, 'a', 5), (%s, 'b', 6)",
+        (event_id, event_id),
+    )
+
+    assert err.sqlstate == "TK001"
+    assert err.diag.message_detail == "available=10"
+    assert rows(conn, "allocations", event_id) == 0
+    assert inventory(conn, event_id) == (10, None, 0, 0)
+    assert_consistent(conn)
+
+
+def test_raw_insert_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10, max_per_buyer=4)
+    hold(conn, event_id, "a", 3)
+    before = snapshot(conn)
+
+    assert fails(conn, INSERT_HOLD, (event_id, "a", 2)).sqlstate == "TK002"
+    # Two rows of one buyer in one statement add up.
+    err = fails(
+        conn,
+        "INSERT INTO allocations (event_id, fingerprint, quantity)"
+        " VALUES (%s, 'b', 2), (%s, 'b', 3)",
+        (event_id, event_id),
+    )
+    assert err.sqlstate == "TK002"
+    assert snapshot(conn) == before
+    hold(conn, event_id, "a", 1)
+    assert buyer_quantity(conn, event_id, "a") == 4
+    assert_consistent(conn)
+
+
+def test_raw_insert_over_both_limits_reports_the_buyer_limit(
+    conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(conn, total=5, max_per_buyer=4)
+    hold(conn, event_id, "a", 4)
+
+    assert fails(conn, INSERT_HOLD, (event_id, "b", 5)).sqlstate == "TK002"
+    assert inventory(conn, event_id) == (5, 4, 4, 0)
+
+
+@pytest.mark.parametrize("status", ["purchased", "cancelled", "expired"])
+def test_raw_insert_must_start_reserved(conn: psycopg.Connection[Any], status: str) -> None:
+    event_id = make_event(conn, total=10)
+
+    err = fails(
+        conn,
+        "INSERT INTO allocations (event_id, fingerprint, quantity, status) VALUES (%s, 'a', 2, %s)",
+        (event_id, status),
+    )
+
+    assert err.sqlstate == "TK003"
+    assert rows(conn, "allocations", event_id) == 0
+    assert rows(conn, "tickets", event_id) == 0
+    assert inventory(conn, event_id) == (10, None, 0, 0)
+
+
+# --- raw quantity and identity updates ---------------------------------------------------------
+
+
+def test_raw_quantity_update_on_a_hold_is_counted(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    mine = hold(conn, event_id, "a", 3)
+    hold(conn, event_id, "b", 5)
+
+    conn.execute("UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,))
+    assert inventory(conn, event_id) == (10, None, 10, 0)
+    assert buyer_quantity(conn, event_id, "a") == 5
+    assert events.get_availability(conn, event_id).available == 0
+
+    err = fails(conn, "UPDATE allocations SET quantity = 6 WHERE id = %s", (mine,))
+    assert err.sqlstate == "TK001"
+    assert err.diag.message_detail == "available=0"
+    assert inventory(conn, event_id) == (10, None, 10, 0)
+
+    conn.execute("UPDATE allocations SET quantity = 1 WHERE id = %s", (mine,))
+    assert inventory(conn, event_id) == (10, None, 6, 0)
+    assert buyer_quantity(conn, event_id, "a") == 1
+    assert events.get_availability(conn, event_id).available == 4
+    assert_consistent(conn)
+
+
+def test_raw_quantity_update_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10, max_per_buyer=4)
+    mine = hold(conn, event_id, "a", 3)
+
+    assert fails(conn, "UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,)).sqlstate == (
+        "TK002"
+    )
+    assert buyer_quantity(conn, event_id, "a") == 3
+    conn.execute("UPDATE allocations SET quantity = 4 WHERE id = %s", (mine,))
+    assert buyer_quantity(conn, event_id, "a") == 4
+    assert_consistent(conn)
+
+
+@pytest.mark.parametrize("status", ["purchased", "cancelled", "expired"])
+@pytest.mark.parametrize(
+    "change",
+    ["quantity = 1", "quantity = 4", "expires_at = expires_at + interval '1 minute'"],
+)
+def test_raw_quantity_or_expiry_change_only_for_holds(
+    conn: psycopg.Connection[Any], status: str, change: LiteralString
+) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = allocation_in(conn, event_id, status)
+    before = snapshot(conn)
+
+    err = fails(conn, "UPDATE allocations SET " + change + " WHERE id = %s", (allocation_id,))
+
+    assert err.sqlstate == "TK005"
+    assert snapshot(conn) == before
+    assert_consistent(conn)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "fingerprint = 'someone else'",
+        "created_at = created_at - interval '1 second'",
+        "idempotency_key = 'k'",
+        "event_id = %(other)s",
+    ],
+)
+def test_raw_identity_change_fails(conn: psycopg.Connection[Any], change: LiteralString) -> None:
+    event_id = make_event(conn, total=10)
+    other = make_event(conn, total=10)
+    allocation_id = hold(conn, event_id, "x", 3)
+    before = snapshot(conn)
+
+    err = fails(
+        conn,
+        "UPDATE allocations SET " + change + " WHERE id = %(id)s",
+        {"id": allocation_id, "other": other},
+    )
+
+    assert err.sqlstate == "TK005"
+    assert snapshot(conn) == before
+
+
+# --- the status state machine ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("old", "new"), FORBIDDEN)
+def test_forbidden_transition_fails(conn: psycopg.Connection[Any], old: str, new: str) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "other", 2)
+    allocation_id = allocation_in(conn, event_id, old)
+    before = snapshot(conn)
+
+    err = fails(conn, "UPDATE allocations SET status = %s WHERE id = %s", (new, allocation_id))
+
+    assert err.sqlstate == "TK003"
+    assert status_of(conn, allocation_id) == old
+    assert snapshot(conn) == before
+    assert_consistent(conn)
+
+
+def test_hold_cannot_expire_before_its_expiry(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = hold(conn, event_id, "x", 3)
+
+    err = fails(conn, "UPDATE allocations SET status = 'expired' WHERE id = %s", (allocation_id,))
+
+    assert err.sqlstate == "TK003"
+    assert status_of(conn, allocation_id) == "reserved"
+    assert inventory(conn, event_id) == (10, None, 3, 0)
+
+
+def test_lapsed_hold_cannot_be_purchased(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = lapsed_hold(conn, event_id, "x", 3)
+
+    err = fails(conn, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (allocation_id,))
+
+    assert err.sqlstate == "TK004"
+    assert status_of(conn, allocation_id) == "reserved"
+    assert ticket_numbers(conn, allocation_id) == []
+    assert inventory(conn, event_id) == (10, None, 3, 0)
+    assert_consistent(conn)
+
+
+def test_lapsed_hold_cannot_be_extended(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    live = hold(conn, event_id, "x", 3)
+    lapsed = lapsed_hold(conn, event_id, "y", 3)
+
+    conn.execute(
+        "UPDATE allocations SET expires_at = now() + interval '1 hour' WHERE id = %s", (live,)
+    )
+    err = fails(
+        conn,
+        "UPDATE allocations SET expires_at = now() + interval '1 hour' WHERE id = %s",
+        (lapsed,),
+    )
+
+    assert err.sqlstate == "TK004"
+    assert status_of(conn, lapsed) == "reserved"
+    # The lapsed hold's tickets count as available, and it stays unpurchasable.
+    assert events.get_availability(conn, event_id).available == 7
+    err = fails(conn, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (lapsed,))
+    assert err.sqlstate == "TK004"
+    assert_consistent(conn)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "lapsed", "counts", "valid", "voided"),
+    [
+        # counts: the event's (reserved, purchased); another buyer holds 2 throughout.
+        ("reserved", "purchased", False, (2, 3), [1, 2, 3], []),
+        ("reserved", "cancelled", False, (2, 0), [], []),
+        ("reserved", "cancelled", True, (2, 0), [], []),
+        ("reserved", "expired", True, (2, 0), [], []),
+        ("purchased", "cancelled", False, (2, 0), [], [1, 2, 3]),
+    ],
+)
+def test_allowed_transition_keeps_counters_right(
+    conn: psycopg.Connection[Any],
+    old: str,
+    new: str,
+    lapsed: bool,
+    counts: tuple[int, int],
+    valid: list[int],
+    voided: list[int],
+) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "other", 2)
+    allocation_id = (lapsed_hold if lapsed else hold)(conn, event_id, "x", 3)
+    if old == "purchased":
+        set_status(conn, allocation_id, "purchased")
+
+    set_status(conn, allocation_id, new)
+
+    assert status_of(conn, allocation_id) == new
+    assert inventory(conn, event_id) == (10, None, *counts)
+    assert buyer_quantity(conn, event_id, "x") == (3 if new == "purchased" else 0)
+    assert ticket_numbers(conn, allocation_id) == valid
+    assert ticket_numbers(conn, allocation_id, voided=True) == voided
+    assert pooled(conn, event_id) == voided
+    availability = events.get_availability(conn, event_id)
+    assert availability.available == 10 - sum(counts)
+    assert_consistent(conn)
+
+
+# --- deletes and ticket tampering --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM allocations WHERE id = %(allocation)s",
+        "DELETE FROM allocations",
+        "DELETE FROM tickets WHERE id = %(ticket)s",
+        "DELETE FROM tickets",
+        "UPDATE tickets SET number = 7 WHERE id = %(ticket)s",
+        "UPDATE tickets SET number = number + 100",
+        "UPDATE tickets SET code = 'AAAAAAAAAAAAAAAAAAAAAA' WHERE id = %(ticket)s",
+        "UPDATE tickets SET voided_at = now() WHERE id = %(ticket)s",
+        "UPDATE tickets SET voided_at = NULL WHERE id = %(voided)s",
+        "UPDATE tickets SET voided_at = voided_at + interval '1 second' WHERE id = %(voided)s",
+        "UPDATE tickets SET allocation_id = %(cancelled)s WHERE id = %(ticket)s",
+        "UPDATE tickets SET created_at = created_at - interval '1 second' WHERE id = %(ticket)s",
+    ],
+)
+def test_tampering_with_history_fails(
+    conn: psycopg.Connection[Any], statement: LiteralString
+) -> None:
+    event_id = make_event(conn, total=10)
+    purchased = allocation_in(conn, event_id, "purchased")
+    cancelled = hold(conn, event_id, "y", 2)
+    set_status(conn, cancelled, "purchased")
+    set_status(conn, cancelled, "cancelled")
+    ticket = conn.execute(
+        "SELECT min(id) FROM tickets WHERE allocation_id = %s", (purchased,)
+    ).fetchone()
+    voided = conn.execute(
+        "SELECT min(id) FROM tickets WHERE allocation_id = %s", (cancelled,)
+    ).fetchone()
+    assert ticket is not None
+    assert voided is not None
+    before = snapshot(conn)
+
+    err = fails(
+        conn,
+        statement,
+        {"allocation": purchased, "ticket": ticket[0], "voided": voided[0], "cancelled": cancelled},
+    )
+
+    assert err.sqlstate == "TK005"
+    assert snapshot(conn) == before
+    assert_consistent(conn)
+
+
+# --- raw purchase and cancel issue and void tickets --------------------------------------------
+
+
+def test_raw_purchase_issues_tickets_and_raw_cancel_voids_them(
+    conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(conn, total=10)
+    a = hold(conn, event_id, "a", 3)
+    b = hold(conn, event_id, "b", 2)
+
+    # One statement purchases both holds.
+    cur = conn.execute(
+        "UPDATE allocations SET status = 'purchased' WHERE event_id = %s", (event_id,)
+    )
+    assert cur.rowcount == 2
+    assert ticket_numbers(conn, a) == [1, 2, 3]
+    assert ticket_numbers(conn, b) == [4, 5]
+    codes = conn.execute("SELECT code FROM tickets WHERE event_id = %s", (event_id,)).fetchall()
+    assert len({c[0] for c in codes}) == 5
+    assert all(len(c[0]) == 22 for c in codes)
+    assert inventory(conn, event_id) == (10, None, 0, 5)
+
+    set_status(conn, a, "cancelled")
+    assert ticket_numbers(conn, a) == []
+    assert ticket_numbers(conn, a, voided=True) == [1, 2, 3]
+    assert pooled(conn, event_id) == [1, 2, 3]
+    assert inventory(conn, event_id) == (10, None, 0, 2)
+
+    # Voided numbers are issued again, lowest first, then above the highest ever issued.
+    c = hold(conn, event_id, "c", 2)
+    set_status(conn, c, "purchased")
+    assert ticket_numbers(conn, c) == [1, 2]
+    d = hold(conn, event_id, "d", 2)
+    set_status(conn, d, "purchased")
+    assert ticket_numbers(conn, d) == [3, 6]
+    assert pooled(conn, event_id) == []
+    assert inventory(conn, event_id) == (10, None, 0, 6)
+    assert_consistent(conn)
+
+
+def test_raw_purchase_with_a_bigger_quantity_is_checked(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "other", 5)
+    mine = hold(conn, event_id, "a", 2)
+
+    err = fails(
+        conn,
+        "UPDATE allocations SET status = 'purchased', quantity = 6 WHERE id = %s",
+        (mine,),
+    )
+    assert err.sqlstate == "TK001"
+    assert ticket_numbers(conn, mine) == []
+
+    conn.execute("UPDATE allocations SET status = 'purchased', quantity = 5 WHERE id = %s", (mine,))
+    assert ticket_numbers(conn, mine) == [1, 2, 3, 4, 5]
+    assert inventory(conn, event_id) == (10, None, 5, 5)
+    assert_consistent(conn)
+
+
+# --- lowering capacity and the buyer limit -----------------------------------------------------
+
+
+def event_settings(conn: psycopg.Connection[Any], event_id: int) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT e.total_tickets, e.max_per_buyer, i.total_tickets, i.max_per_buyer"
+        " FROM events AS e JOIN event_inventory AS i ON i.event_id = e.id WHERE e.id = %s",
+        (event_id,),
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_lowering_capacity_below_live_fails(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "a", 4)
+    bought = hold(conn, event_id, "b", 2)
+    set_status(conn, bought, "purchased")
+
+    err = fails(conn, "UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
+
+    assert err.sqlstate == "TK006"
+    assert event_settings(conn, event_id) == (10, None, 10, None)
+    conn.execute("UPDATE events SET total_tickets = 6 WHERE id = %s", (event_id,))
+    assert event_settings(conn, event_id) == (6, None, 6, None)
+    assert events.get_availability(conn, event_id).available == 0
+    assert fails(conn, INSERT_HOLD, (event_id, "c", 1)).sqlstate == "TK001"
+    assert_consistent(conn)
+
+
+def test_lowering_capacity_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "a", 4)
+    lapsed = lapsed_hold(conn, event_id, "b", 4)
+
+    conn.execute("UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
+
+    assert status_of(conn, lapsed) == "expired"
+    assert event_settings(conn, event_id) == (5, None, 5, None)
+    assert inventory(conn, event_id) == (5, None, 4, 0)
+    assert buyer_quantity(conn, event_id, "b") == 0
+    assert events.get_availability(conn, event_id).available == 1
+    assert_consistent(conn)
+
+
+def test_lowering_capacity_below_live_keeps_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    hold(conn, event_id, "a", 4)
+    lapsed = lapsed_hold(conn, event_id, "b", 4)
+
+    err = fails(conn, "UPDATE events SET total_tickets = 3 WHERE id = %s", (event_id,))
+
+    assert err.sqlstate == "TK006"
+    assert status_of(conn, lapsed) == "reserved"
+    assert event_settings(conn, event_id) == (10, None, 10, None)
+    assert inventory(conn, event_id) == (10, None, 8, 0)
+    assert_consistent(conn)
+
+
+def test_lowering_capacity_below_a_valid_ticket_number_fails(
+    conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(conn, total=10)
+    a = hold(conn, event_id, "a", 3)
+    set_status(conn, a, "purchased")
+    b = hold(conn, event_id, "b", 2)
+    set_status(conn, b, "purchased")
+    set_status(conn, a, "cancelled")
+    assert ticket_numbers(conn, b) == [4, 5]
+
+    # Two tickets are live, but one of them is number 5.
+    err = fails(conn, "UPDATE events SET total_tickets = 4 WHERE id = %s", (event_id,))
+
+    assert err.sqlstate == "TK006"
+    assert event_settings(conn, event_id) == (10, None, 10, None)
+    conn.execute("UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
+    c = hold(conn, event_id, "c", 3)
+    set_status(conn, c, "purchased")
+    assert ticket_numbers(conn, c) == [1, 2, 3]
+    assert_consistent(conn)
+
+
+@pytest.mark.parametrize("old_limit", [None, 6])
+def test_lowering_max_per_buyer_below_a_buyers_live_quantity_fails(
+    conn: psycopg.Connection[Any], old_limit: int | None
+) -> None:
+    event_id = make_event(conn, total=10, max_per_buyer=old_limit)
+    hold(conn, event_id, "a", 2)
+    bought = hold(conn, event_id, "a", 2)
+    set_status(conn, bought, "purchased")
+    hold(conn, event_id, "b", 1)
+
+    err = fails(conn, "UPDATE events SET max_per_buyer = 3 WHERE id = %s", (event_id,))
+
+    assert err.sqlstate == "TK006"
+    assert event_settings(conn, event_id) == (10, old_limit, 10, old_limit)
+    conn.execute("UPDATE events SET max_per_buyer = 4 WHERE id = %s", (event_id,))
+    assert event_settings(conn, event_id) == (10, 4, 10, 4)
+    assert fails(conn, INSERT_HOLD, (event_id, "a", 1)).sqlstate == "TK002"
+    assert_consistent(conn)
+
+
+def test_lowering_max_per_buyer_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10, max_per_buyer=6)
+    hold(conn, event_id, "a", 2)
+    lapsed = lapsed_hold(conn, event_id, "a", 3)
+    assert buyer_quantity(conn, event_id, "a") == 5
+
+    conn.execute("UPDATE events SET max_per_buyer = 2 WHERE id = %s", (event_id,))
+
+    assert status_of(conn, lapsed) == "expired"
+    assert buyer_quantity(conn, event_id, "a") == 2
+    assert event_settings(conn, event_id) == (10, 2, 10, 2)
+    assert inventory(conn, event_id) == (10, 2, 2, 0)
+    assert_consistent(conn)
+
+
+# --- tickets inserted by hand ------------------------------------------------------------------
+
+INSERT_TICKET: LiteralString = (
+    "INSERT INTO tickets (event_id, allocation_id, number) VALUES (%s, %s, %s) RETURNING id"
+)
+
+
+def test_ticket_for_a_hold_fails(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = hold(conn, event_id, "x", 3)
+
+    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
+
+    assert err.sqlstate == "TK005"
+    assert rows(conn, "tickets", event_id) == 0
+
+
+@pytest.mark.parametrize("status", ["cancelled", "expired"])
+def test_ticket_for_a_dead_allocation_fails(conn: psycopg.Connection[Any], status: str) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = allocation_in(conn, event_id, status)
+
+    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
+
+    assert err.sqlstate == "TK005"
+    assert rows(conn, "tickets", event_id) == 0
+
+
+@pytest.mark.parametrize("number", [4, 9, 11])
+def test_extra_ticket_for_a_purchase_fails(conn: psycopg.Connection[Any], number: int) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = allocation_in(conn, event_id, "purchased")
+    before = snapshot(conn)
+
+    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, number))
+
+    assert err.sqlstate == "TK005"
+    assert snapshot(conn) == before
+    assert ticket_numbers(conn, allocation_id) == [1, 2, 3]
+
+
+def test_ticket_of_another_events_allocation_fails(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    other = make_event(conn, total=10)
+    allocation_id = allocation_in(conn, event_id, "purchased")
+
+    err = fails(conn, INSERT_TICKET, (other, allocation_id, 5))
+
+    assert err.sqlstate == "23503"
+    assert err.diag.constraint_name == "tickets_allocation_fkey"
+
+
+def test_duplicate_valid_number_violates_the_exclusion_constraint(
+    conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = allocation_in(conn, event_id, "purchased")
+    before = snapshot(conn)
+
+    # The constraint is checked as the row goes in, before the statement's guard trigger.
+    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 2))
+
+    assert err.sqlstate == "23P01"
+    assert err.diag.constraint_name == "tickets_number_excl"
+    assert snapshot(conn) == before
+
+
+def test_exclusion_constraint_holds_without_the_guard_triggers(
+    conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = hold(conn, event_id, "x", 3)
+    before = snapshot(conn)
+
+    with conn.transaction(force_rollback=True):
+        conn.execute("ALTER TABLE tickets DISABLE TRIGGER USER")
+        # The guard would refuse a ticket for a hold; with it off, only the constraint speaks.
+        conn.execute(INSERT_TICKET, (event_id, allocation_id, 1))
+        conn.execute(INSERT_TICKET, (event_id, allocation_id, 2))
+        err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
+
+    assert err.sqlstate == "23P01"
+    assert err.diag.constraint_name == "tickets_number_excl"
+    assert snapshot(conn) == before
+    assert fails(conn, INSERT_TICKET, (event_id, allocation_id, 1)).sqlstate == "TK005"
+
+
+def test_ticket_number_above_capacity_fails(conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = hold(conn, event_id, "x", 2)
+    before = snapshot(conn)
+
+    with conn.transaction(force_rollback=True):
+        # Without the issuing trigger a purchase has room for tickets, so only the number is wrong.
+        conn.execute("ALTER TABLE allocations DISABLE TRIGGER allocations_issue_tickets")
+        set_status(conn, allocation_id, "purchased")
+        conn.execute(INSERT_TICKET, (event_id, allocation_id, 10))
+        err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 11))
+
+    assert err.sqlstate == "TK005"
+    assert "above" in (err.diag.message_primary or "")
+    assert snapshot(conn) == before
+
+
+def test_voided_ticket_inserted_by_hand_fails(fresh_conn: psycopg.Connection[Any]) -> None:
+    """A ticket is born valid; only cancelling its allocation voids it."""
+    event_id = make_event(fresh_conn, total=10)
+    allocation_id = allocation_in(fresh_conn, event_id, "purchased")
+    before = snapshot(fresh_conn)
+
+    # Were this accepted, number 10 would count as issued but never pooled: the next purchase
+    # would be numbered from 11, above capacity, and fail although tickets are left.
+    err = fails(
+        fresh_conn,
+        "INSERT INTO tickets (event_id, allocation_id, number, voided_at)"
+        " VALUES (%s, %s, 10, now())",
+        (event_id, allocation_id),
+    )
+
+    assert err.sqlstate == "TK005"
+    assert snapshot(fresh_conn) == before
+
+
+# --- transactions older than the rows they change -----------------------------------------------
+# now() is when a transaction began, so a transaction can change a row that another transaction
+# created after it began: a cancel queued behind a purchase, a reserve queued behind the event's
+# lock that reclaims a hold created meanwhile, a caller's long transaction. The write is valid.
+
+
+def test_cancel_in_a_transaction_older_than_the_purchase(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    event_id = make_event(conn, total=10)
+    allocation_id = hold(conn, event_id, "x", 2)
+    with db.connect(dsn) as older:
+        older.execute("BEGIN")
+        set_status(conn, allocation_id, "purchased")
+
+        set_status(older, allocation_id, "cancelled")
+        older.execute("COMMIT")
+
+    assert status_of(conn, allocation_id) == "cancelled"
+    assert ticket_numbers(conn, allocation_id, voided=True) == [1, 2]
+    assert pooled(conn, event_id) == [1, 2]
+    assert inventory(conn, event_id) == (10, None, 0, 0)
+    assert_consistent(conn)
+
+
+@pytest.mark.parametrize("new_status", ["purchased", "cancelled"])
+def test_update_in_a_transaction_older_than_the_allocation(
+    dsn: str, conn: psycopg.Connection[Any], new_status: str
+) -> None:
+    event_id = make_event(conn, total=10)
+    with db.connect(dsn) as older:
+        older.execute("BEGIN")
+        older.execute("SELECT 1")
+        allocation_id = hold(conn, event_id, "x", 2)
+
+        set_status(older, allocation_id, new_status)
+        older.execute("COMMIT")
+
+    assert status_of(conn, allocation_id) == new_status
+    assert ticket_numbers(conn, allocation_id) == ([1, 2] if new_status == "purchased" else [])
+    assert_consistent(conn)
+
+
+def test_reclaim_in_a_transaction_older_than_the_lapsed_hold(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    event_id = make_event(conn, total=5)
+    with db.connect(dsn) as older:
+        older.execute("BEGIN")
+        older.execute("SELECT 1")
+        row = conn.execute(
+            "INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)"
+            " VALUES (%s, 'h', 3, now() + interval '50 milliseconds') RETURNING id",
+            (event_id,),
+        ).fetchone()
+        assert row is not None
+        time.sleep(0.1)
+
+        # The hold has lapsed: this hold needs its tickets and reclaims it.
+        mine = hold(older, event_id, "x", 4)
+        older.execute("COMMIT")
+
+    assert status_of(conn, int(row[0])) == "expired"
+    assert status_of(conn, mine) == "reserved"
+    assert inventory(conn, event_id) == (5, None, 4, 0)
+    assert_consistent(conn)
+
+
+# --- raw writers at REPEATABLE READ and SERIALIZABLE -------------------------------------------
+
+
+def wait_until_blocked(conn: psycopg.Connection[Any], pid: int) -> None:
+    """Return once backend `pid` waits on a lock."""
+    for _ in range(1000):
+        row = conn.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+        if row is not None and row[0] == "Lock":
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"backend {pid} never waited on a lock")
+
+
+@pytest.mark.parametrize("level", list(BEGIN))
+def test_second_snapshot_writer_fails_after_first_commits(
+    dsn: str, conn: psycopg.Connection[Any], level: str
+) -> None:
+    event_id = make_event(conn, total=10)
+    with db.connect(dsn) as a, db.connect(dsn) as b:
+        a.execute(BEGIN[level])
+        b.execute(BEGIN[level])
+        a.execute("SELECT 1 FROM allocations")
+        b.execute("SELECT 1 FROM allocations")
+
+        hold(a, event_id, "a", 6)
+        a.execute("COMMIT")
+        err = fails(b, INSERT_HOLD, (event_id, "b", 6))
+        b.execute("ROLLBACK")
+
+    assert err.sqlstate == "40001"
+    assert buyers(conn, event_id) == [("a", 6)]
+    assert inventory(conn, event_id) == (10, None, 6, 0)
+    assert_consistent(conn)
+
+
+@pytest.mark.race
+@pytest.mark.parametrize("level", list(BEGIN))
+@pytest.mark.parametrize(
+    ("first_ends", "second_sqlstate"), [("COMMIT", "40001"), ("ROLLBACK", None)]
+)
+def test_snapshot_writer_waiting_on_another(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    level: str,
+    first_ends: LiteralString,
+    second_sqlstate: str | None,
+) -> None:
+    event_id = make_event(conn, total=10)
+    outcome: list[str | None] = []
+    with db.connect(dsn) as a, db.connect(dsn) as b:
+        a.execute(BEGIN[level])
+        b.execute(BEGIN[level])
+        a.execute("SELECT 1 FROM allocations")
+        b.execute("SELECT 1 FROM allocations")
+        hold(a, event_id, "a", 6)
+
+        def second() -> None:
+            try:
+                hold(b, event_id, "b", 6)
+                b.execute("COMMIT")
+                outcome.append(None)
+            except psycopg.Error as exc:
+                b.execute("ROLLBACK")
+                outcome.append(exc.sqlstate)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        wait_until_blocked(conn, b.info.backend_pid)
+        a.execute(first_ends)
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+    assert outcome == [second_sqlstate]
+    winner = "a" if first_ends == "COMMIT" else "b"
+    assert buyers(conn, event_id) == [(winner, 6)]
+    assert inventory(conn, event_id) == (10, None, 6, 0)
+    assert_consistent(conn)
+
+
+@pytest.mark.parametrize("level", list(BEGIN))
+@pytest.mark.parametrize(
+    ("second_quantity", "purchase_sqlstate", "hold_status"),
+    [
+        # The second writer needs the lapsed hold's tickets: it marks it expired, and the
+        # purchase meets a row changed after its snapshot.
+        (4, "40001", "expired"),
+        # Nobody needed the tickets: the hold is still reserved, and the guard sees it lapsed.
+        (1, "TK004", "reserved"),
+    ],
+)
+def test_purchase_of_a_hold_that_lapsed_after_the_snapshot_fails(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    level: str,
+    second_quantity: int,
+    purchase_sqlstate: str,
+    hold_status: str,
+) -> None:
+    event_id = make_event(conn, total=5)
+    row = conn.execute(
+        "INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)"
+        " VALUES (%s, 'h', 3, now() + interval '500 milliseconds')"
+        " RETURNING id, extract(epoch FROM expires_at - clock_timestamp())",
+        (event_id,),
+    ).fetchone()
+    assert row is not None
+    short_hold, remaining = int(row[0]), float(row[1])
+    with db.connect(dsn) as a:
+        a.execute(BEGIN[level])
+        assert a.execute(
+            "SELECT status, expires_at > clock_timestamp() FROM allocations WHERE id = %s",
+            (short_hold,),
+        ).fetchone() == ("reserved", True)
+        time.sleep(max(remaining, 0) + 0.05)
+
+        hold(conn, event_id, "b", second_quantity)
+        assert status_of(conn, short_hold) == hold_status
+
+        err = fails(a, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (short_hold,))
+        a.execute("ROLLBACK")
+
+    assert err.sqlstate == purchase_sqlstate
+    assert status_of(conn, short_hold) == hold_status
+    assert rows(conn, "tickets", event_id) == 0
+    live = conn.execute(
+        "SELECT coalesce(sum(quantity), 0) FROM allocations"
+        " WHERE event_id = %s AND (status = 'purchased'"
+        "   OR (status = 'reserved' AND expires_at > clock_timestamp()))",
+        (event_id,),
+    ).fetchone()
+    assert live == (second_quantity,)
+    assert events.get_availability(conn, event_id).available == 5 - second_quantity
+    assert_consistent(conn)
