@@ -197,13 +197,16 @@ def run_demo(
         for thread in threads:
             thread.start()
         with pool.connection() as conn:
-            while any(t.is_alive() for t in threads[:-1]):
-                if on_progress is not None:
-                    on_progress(events.get_availability(conn, event.id))
-                time.sleep(0.1)
-            sale.done.set()
-            for thread in threads:
-                thread.join()
+            try:
+                while any(t.is_alive() for t in threads[:-1]):
+                    if on_progress is not None:
+                        on_progress(events.get_availability(conn, event.id))
+                    time.sleep(0.1)
+            finally:  # also on Ctrl-C: stop the workers before the pool closes
+                sale.done.set()
+                sale.deadline = 0.0
+                for thread in threads:
+                    thread.join()
             seconds = time.perf_counter() - started
             if on_progress is not None:
                 on_progress(events.get_availability(conn, event.id))
