@@ -24,8 +24,8 @@ test: $(STAMP)
 
 ## lint: ruff (lint + format), mypy --strict, squawk on the migrations
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check ticketing tests
+	$(BIN)/ruff format --check ticketing tests
 	$(BIN)/mypy ticketing
 	$(BIN)/squawk $(filter-out %.rollback.sql,$(wildcard sql/*.sql))
 	# Rollbacks exist to drop what their migration created.
