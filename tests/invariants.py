@@ -11,15 +11,15 @@ CHECKS: dict[str, LiteralString] = {
     "every event has one inventory row with its capacity settings": """
         SELECT e.id, i.event_id, e.total_tickets, i.total_tickets, e.max_per_buyer, i.max_per_buyer
         FROM events AS e
-        FULL JOIN event_inventory AS i ON i.event_id = e.id
+        FULL JOIN event_counters AS i ON i.event_id = e.id
         WHERE e.id IS NULL OR i.event_id IS NULL
            OR e.total_tickets <> i.total_tickets
            OR e.max_per_buyer IS DISTINCT FROM i.max_per_buyer
     """,
-    "event_inventory counts equal the sums of allocations by status, within capacity": """
+    "event_counters counts equal the sums of allocations by status, within capacity": """
         SELECT i.event_id, i.total_tickets, i.reserved, coalesce(s.reserved, 0) AS sum_reserved,
                i.purchased, coalesce(s.purchased, 0) AS sum_purchased
-        FROM event_inventory AS i
+        FROM event_counters AS i
         LEFT JOIN (
             SELECT event_id,
                    sum(quantity) FILTER (WHERE status = 'reserved') AS reserved,
@@ -42,7 +42,7 @@ CHECKS: dict[str, LiteralString] = {
             WHERE status IN ('reserved', 'purchased')
             GROUP BY event_id, fingerprint
         ) AS l ON l.event_id = b.event_id AND l.fingerprint = b.fingerprint
-        LEFT JOIN event_inventory AS i ON i.event_id = coalesce(b.event_id, l.event_id)
+        LEFT JOIN event_counters AS i ON i.event_id = coalesce(b.event_id, l.event_id)
         WHERE coalesce(b.quantity, 0) <> coalesce(l.quantity, 0)
            OR coalesce(l.quantity, 0) > coalesce(i.max_per_buyer, 2147483647)
     """,
@@ -61,21 +61,29 @@ CHECKS: dict[str, LiteralString] = {
     "valid ticket numbers are within the event's capacity": """
         SELECT t.id, t.event_id, t.number, i.total_tickets
         FROM tickets AS t
-        JOIN event_inventory AS i ON i.event_id = t.event_id
+        JOIN event_counters AS i ON i.event_id = t.event_id
         WHERE t.voided_at IS NULL AND t.number > i.total_tickets
     """,
     # Numbers are unique among valid tickets (the exclusion constraint) and in the pool (its
     # key), so valid + pooled == highest ever issued, with none both, means each number up
     # to the highest is exactly one of the two: cancels lose no numbers.
-    "every number up to the highest issued is either valid or pooled, never both": """
-        WITH high AS (
-            SELECT event_id, max(number) AS high FROM tickets GROUP BY event_id
-        ), valid AS (
-            SELECT event_id, count(*) AS n FROM tickets WHERE voided_at IS NULL GROUP BY event_id
-        ), pooled AS (
-            SELECT event_id, count(*) AS n, max(number) AS top
-            FROM ticket_number_pool
-            GROUP BY event_id
+    "in each slot's number range, every number up to the highest issued there is either"
+    " valid or pooled, never both": """
+        WITH slots AS (
+            SELECT event_id, slot, first_number AS lo, first_number + capacity - 1 AS hi
+            FROM inventory_slots
+        ), per_slot AS (
+            SELECT s.event_id, s.slot, s.lo,
+                   (SELECT max(t.number) FROM tickets AS t
+                    WHERE t.event_id = s.event_id AND t.number BETWEEN s.lo AND s.hi) AS high,
+                   (SELECT count(*) FROM tickets AS t
+                    WHERE t.event_id = s.event_id AND t.voided_at IS NULL
+                      AND t.number BETWEEN s.lo AND s.hi) AS valid,
+                   (SELECT count(*) FROM ticket_number_pool AS p
+                    WHERE p.event_id = s.event_id AND p.number BETWEEN s.lo AND s.hi) AS pooled,
+                   (SELECT max(p.number) FROM ticket_number_pool AS p
+                    WHERE p.event_id = s.event_id AND p.number BETWEEN s.lo AND s.hi) AS top_pooled
+            FROM slots AS s
         ), both_ AS (
             SELECT p.event_id, count(*) AS n
             FROM ticket_number_pool AS p
@@ -83,14 +91,11 @@ CHECKS: dict[str, LiteralString] = {
               ON t.event_id = p.event_id AND t.number = p.number AND t.voided_at IS NULL
             GROUP BY p.event_id
         )
-        SELECT e.id, h.high, v.n AS valid, p.n AS pooled, p.top AS top_pooled, b.n AS both_
-        FROM events AS e
-        LEFT JOIN high AS h ON h.event_id = e.id
-        LEFT JOIN valid AS v ON v.event_id = e.id
-        LEFT JOIN pooled AS p ON p.event_id = e.id
-        LEFT JOIN both_ AS b ON b.event_id = e.id
-        WHERE coalesce(v.n, 0) + coalesce(p.n, 0) <> coalesce(h.high, 0)
-           OR coalesce(p.top, 0) > coalesce(h.high, 0)
+        SELECT s.event_id, s.slot, s.high, s.valid, s.pooled, s.top_pooled, b.n AS both_
+        FROM per_slot AS s
+        LEFT JOIN both_ AS b ON b.event_id = s.event_id
+        WHERE s.valid + s.pooled <> coalesce(s.high - s.lo + 1, 0)
+           OR coalesce(s.top_pooled, 0) > coalesce(s.high, 0)
            OR b.n IS NOT NULL
     """,
 }

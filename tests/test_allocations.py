@@ -42,9 +42,9 @@ def _count(conn: psycopg.Connection[Any], table: str) -> int:
 
 
 def _counters(conn: psycopg.Connection[Any], event_id: int) -> tuple[int, int]:
-    """The raw event_inventory counters (reserved, purchased)."""
+    """The raw event_counters counters (reserved, purchased)."""
     row = conn.execute(
-        "SELECT reserved, purchased FROM event_inventory WHERE event_id = %s", (event_id,)
+        "SELECT reserved, purchased FROM event_counters WHERE event_id = %s", (event_id,)
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])

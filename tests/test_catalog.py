@@ -24,6 +24,7 @@ OUR_TABLES = [
     "allocations",
     "tickets",
     "event_inventory",
+    "inventory_slots",
     "buyer_inventory",
     "ticket_number_pool",
 ]
@@ -47,8 +48,13 @@ CONSTRAINTS = {
     "allocations_id_event_id_key": ("allocations", "u"),
     "event_inventory_pkey": ("event_inventory", "p"),
     "event_inventory_event_id_fkey": ("event_inventory", "f"),
-    "event_inventory_counts_nonnegative": ("event_inventory", "c"),
-    "event_inventory_within_capacity": ("event_inventory", "c"),
+    "event_inventory_slot_count_range": ("event_inventory", "c"),
+    "inventory_slots_pkey": ("inventory_slots", "p"),
+    "inventory_slots_event_id_fkey": ("inventory_slots", "f"),
+    "inventory_slots_slot_range": ("inventory_slots", "c"),
+    "inventory_slots_first_number_positive": ("inventory_slots", "c"),
+    "inventory_slots_counts_nonnegative": ("inventory_slots", "c"),
+    "inventory_slots_within_capacity": ("inventory_slots", "c"),
     "buyer_inventory_pkey": ("buyer_inventory", "p"),
     "buyer_inventory_event_id_fkey": ("buyer_inventory", "f"),
     "buyer_inventory_quantity_nonnegative": ("buyer_inventory", "c"),
@@ -70,6 +76,7 @@ CONSTRAINTS = {
 FOREIGN_KEYS = {
     "allocations_event_id_fkey": ("allocations", ["event_id"], "events", ["id"], "a"),
     "event_inventory_event_id_fkey": ("event_inventory", ["event_id"], "events", ["id"], "c"),
+    "inventory_slots_event_id_fkey": ("inventory_slots", ["event_id"], "events", ["id"], "c"),
     "buyer_inventory_event_id_fkey": ("buyer_inventory", ["event_id"], "events", ["id"], "c"),
     "tickets_event_id_fkey": ("tickets", ["event_id"], "events", ["id"], "a"),
     "tickets_allocation_fkey": (
@@ -86,6 +93,7 @@ FOREIGN_KEYS = {
 FOREIGN_KEY_INDEXES = {
     "allocations_event_id_fkey": {"allocations_event_id_idx"},
     "event_inventory_event_id_fkey": {"event_inventory_pkey"},
+    "inventory_slots_event_id_fkey": {"inventory_slots_pkey"},
     "buyer_inventory_event_id_fkey": {"buyer_inventory_pkey"},
     "tickets_event_id_fkey": {"tickets_event_number_idx"},
     "tickets_allocation_fkey": {"tickets_allocation_id_idx"},
@@ -130,6 +138,10 @@ INDEXES = {
     ),
     "event_inventory_pkey": (
         "CREATE UNIQUE INDEX event_inventory_pkey ON public.event_inventory USING btree (event_id)"
+    ),
+    "inventory_slots_pkey": (
+        "CREATE UNIQUE INDEX inventory_slots_pkey ON public.inventory_slots"
+        " USING btree (event_id, slot)"
     ),
     "buyer_inventory_pkey": (
         "CREATE UNIQUE INDEX buyer_inventory_pkey ON public.buyer_inventory"
@@ -181,10 +193,10 @@ TRIGGERS = {
         "AFTER UPDATE OF total_tickets, max_per_buyer ON public.events"
         " FOR EACH ROW EXECUTE FUNCTION events_guard_capacity()",
     ),
-    "events_guard_ticket_numbers": (
+    "events_check_ticket_numbers": (
         "events",
-        "AFTER UPDATE OF total_tickets ON public.events"
-        " FOR EACH ROW EXECUTE FUNCTION events_guard_ticket_numbers()",
+        "BEFORE UPDATE OF total_tickets ON public.events"
+        " FOR EACH ROW EXECUTE FUNCTION events_check_ticket_numbers()",
     ),
     "allocations_set_updated_at": (
         "allocations",
@@ -214,11 +226,6 @@ TRIGGERS = {
         "allocations",
         "AFTER UPDATE ON public.allocations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
         " FOR EACH STATEMENT EXECUTE FUNCTION allocations_count_updated()",
-    ),
-    "allocations_issue_tickets": (
-        "allocations",
-        "AFTER UPDATE ON public.allocations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
-        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_issue_tickets()",
     ),
     "tickets_guard_insert": (
         "tickets",
@@ -390,13 +397,13 @@ def test_triggers_exist_by_name_on_the_right_tables(conn: psycopg.Connection[Any
     }
     assert found == TRIGGERS
     assert {enabled for *_, enabled in rows} == {"O"}
-    # Triggers of one kind fire in name order: tickets are issued after the counters move.
+    # One statement trigger per kind of change: counters, limits and tickets move together.
     after_update_statement = sorted(
         name
         for name, (table, definition) in TRIGGERS.items()
         if table == "allocations" and definition.startswith("AFTER UPDATE ON")
     )
-    assert after_update_statement == ["allocations_count_updated", "allocations_issue_tickets"]
+    assert after_update_statement == ["allocations_count_updated"]
 
 
 # --- query plans -------------------------------------------------------------------------
@@ -687,6 +694,7 @@ def test_every_row_query_of_the_core_files_is_listed() -> None:
     assert named - set(ROW_QUERIES) == {
         ("allocations.sql", "expire_due"),
         ("events.sql", "get_availability"),
+        ("events.sql", "resplit_inventory"),
     }
     assert set(ROW_QUERIES) <= named
 

@@ -79,8 +79,8 @@ def test_migrate_twice_is_a_no_op_the_second_time(empty_url: str) -> None:
     assert [line for line in first.stdout.splitlines() if line.startswith("applied")] == [
         "applied 0001_events",
         "applied 0002_allocations",
-        "applied 0003_inventory",
-        "applied 0004_tickets",
+        "applied 0003_tickets",
+        "applied 0004_inventory",
     ]
     second = run("migrate", url=empty_url)
     assert second.returncode == 0
@@ -95,10 +95,10 @@ def test_migrate_rollback_last_asks_unless_yes(empty_url: str) -> None:
     assert db.pending_migrations(empty_url) == []
     undone = run("migrate", "--rollback-last", "--yes", url=empty_url)
     assert undone.returncode == 0, undone.stderr
-    assert undone.stdout.strip() == "rolled back 0004_tickets"
-    assert db.pending_migrations(empty_url) == ["0004_tickets"]
+    assert undone.stdout.strip() == "rolled back 0004_inventory"
+    assert db.pending_migrations(empty_url) == ["0004_inventory"]
     again = run("migrate", url=empty_url)
-    assert again.stdout.splitlines()[0] == "applied 0004_tickets"
+    assert again.stdout.splitlines()[0] == "applied 0004_inventory"
 
 
 def test_demo_sells_out_exactly(dsn: str) -> None:

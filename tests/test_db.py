@@ -204,8 +204,8 @@ def test_migrate_on_an_up_to_date_database_applies_nothing(dsn: str) -> None:
     assert db.migration_ids() == [
         "0001_events",
         "0002_allocations",
-        "0003_inventory",
-        "0004_tickets",
+        "0003_tickets",
+        "0004_inventory",
     ]
     assert db.pending_migrations(dsn) == []
     assert db.migrate(dsn) == []

@@ -25,7 +25,7 @@ def _count(conn: psycopg.Connection[Any], table: str) -> int:
 
 def _counters(conn: psycopg.Connection[Any], event_id: int) -> tuple[int, int]:
     row = conn.execute(
-        "SELECT reserved, purchased FROM event_inventory WHERE event_id = %s", (event_id,)
+        "SELECT reserved, purchased FROM event_counters WHERE event_id = %s", (event_id,)
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -45,7 +45,7 @@ def test_create_event_returns_the_stored_row(conn: psycopg.Connection[Any]) -> N
     assert event.created_at.tzinfo is not None
     assert _count(conn, "events") == 1
     row = conn.execute(
-        "SELECT total_tickets, max_per_buyer, reserved, purchased FROM event_inventory"
+        "SELECT total_tickets, max_per_buyer, reserved, purchased FROM event_counters"
         " WHERE event_id = %s",
         (event.id,),
     ).fetchone()

@@ -28,14 +28,16 @@ REPO = Path(__file__).resolve().parent.parent
 SQL_DIR = REPO / "sql"
 YOYO = Path(sys.executable).parent / "yoyo"
 
-MIGRATION_IDS = ["0001_events", "0002_allocations", "0003_inventory", "0004_tickets"]
+MIGRATION_IDS = ["0001_events", "0002_allocations", "0003_tickets", "0004_inventory"]
 OUR_TABLES = {
     "events",
     "allocations",
     "tickets",
     "event_inventory",
+    "inventory_slots",
     "buyer_inventory",
     "ticket_number_pool",
+    "event_counters",
 }
 OUR_FUNCTIONS = {
     "set_updated_at",
@@ -43,6 +45,11 @@ OUR_FUNCTIONS = {
     "allocations_guard_transition",
     "allocations_guard_delete",
     "events_open_inventory",
+    "inventory_slot_count",
+    "inventory_layout",
+    "inventory_resplit",
+    "inventory_take",
+    "inventory_move",
     "allocations_reclaim_lapsed",
     "events_guard_capacity",
     "inventory_apply",
@@ -50,12 +57,11 @@ OUR_FUNCTIONS = {
     "allocations_count_updated",
     "ticket_code",
     "ticket_numbers_take",
-    "allocations_issue_tickets",
     "tickets_guard_insert",
     "tickets_guard_change",
-    "events_guard_ticket_numbers",
+    "events_check_ticket_numbers",
 }
-OUR_TYPES = {"inventory_delta"}
+OUR_TYPES = {"allocation_change"}
 OUR_SEQUENCES = {"events_id_seq", "allocations_id_seq", "tickets_id_seq"}  # identity columns
 NOTHING: dict[str, set[str]] = {
     "tables": set(),

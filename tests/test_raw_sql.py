@@ -129,7 +129,7 @@ def inventory(conn: psycopg.Connection[Any], event_id: int) -> tuple[Any, ...]:
     """(total_tickets, max_per_buyer, reserved, purchased) of the event's counters."""
     row = conn.execute(
         "SELECT total_tickets, max_per_buyer, reserved, purchased"
-        " FROM event_inventory WHERE event_id = %s",
+        " FROM event_counters WHERE event_id = %s",
         (event_id,),
     ).fetchone()
     assert row is not None
@@ -188,7 +188,7 @@ def snapshot(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return [
         *conn.execute("SELECT * FROM allocations ORDER BY id").fetchall(),
         *conn.execute("SELECT * FROM tickets ORDER BY id").fetchall(),
-        *conn.execute("SELECT * FROM event_inventory ORDER BY event_id").fetchall(),
+        *conn.execute("SELECT * FROM event_counters ORDER BY event_id").fetchall(),
         *conn.execute("SELECT * FROM buyer_inventory ORDER BY event_id, fingerprint").fetchall(),
         *conn.execute("SELECT * FROM ticket_number_pool ORDER BY event_id, number").fetchall(),
         *conn.execute("SELECT id, total_tickets, max_per_buyer FROM events ORDER BY id").fetchall(),
@@ -588,7 +588,7 @@ def test_raw_purchase_with_a_bigger_quantity_is_checked(conn: psycopg.Connection
 def event_settings(conn: psycopg.Connection[Any], event_id: int) -> tuple[Any, ...]:
     row = conn.execute(
         "SELECT e.total_tickets, e.max_per_buyer, i.total_tickets, i.max_per_buyer"
-        " FROM events AS e JOIN event_inventory AS i ON i.event_id = e.id WHERE e.id = %s",
+        " FROM events AS e JOIN event_counters AS i ON i.event_id = e.id WHERE e.id = %s",
         (event_id,),
     ).fetchone()
     assert row is not None
@@ -792,8 +792,8 @@ def test_ticket_number_above_capacity_fails(conn: psycopg.Connection[Any]) -> No
     before = snapshot(conn)
 
     with conn.transaction(force_rollback=True):
-        # Without the issuing trigger a purchase has room for tickets, so only the number is wrong.
-        conn.execute("ALTER TABLE allocations DISABLE TRIGGER allocations_issue_tickets")
+        # Without the inventory trigger a purchase issues no tickets, so only the number is wrong.
+        conn.execute("ALTER TABLE allocations DISABLE TRIGGER allocations_count_updated")
         set_status(conn, allocation_id, "purchased")
         conn.execute(INSERT_TICKET, (event_id, allocation_id, 10))
         err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 11))

@@ -28,7 +28,14 @@ from ticketing.models import AllocationStatus
 T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 NAIVE = datetime(2030, 6, 1, 20, 0)  # naive on purpose
 MISSING_ID = 987_654_321
-TABLES = ("events", "allocations", "tickets", "event_inventory", "buyer_inventory")
+TABLES = (
+    "events",
+    "allocations",
+    "tickets",
+    "event_inventory",
+    "inventory_slots",
+    "buyer_inventory",
+)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,14 @@ def create_event(
     starts_at: datetime,
     total_tickets: int,
     max_per_buyer: int | None = None,
+    slots: int | None = None,
 ) -> Event:
-    """Create an event with `total_tickets` for sale."""
+    """Create an event with `total_tickets` for sale.
+
+    Its capacity is split over `slots` inventory rows (1-64, at most one per
+    ticket) that buyers claim independently; None picks one per 64 tickets,
+    at most 16, so small events get one. See schema.md, "Inventory slots".
+    """
     params = {
         "name": check.text("name", name),
         "starts_at": check.aware("starts_at", starts_at),
@@ -34,11 +40,15 @@ def create_event(
         if max_per_buyer is None
         else check.integer("max_per_buyer", max_per_buyer, 1, check.MAX_PER_BUYER),
     }
+    if slots is not None:
+        check.integer("slots", slots, 1, min(check.MAX_SLOTS, total_tickets))
 
     def work(conn: psycopg.Connection[Any]) -> Event:
         with conn.cursor(row_factory=class_row(Event)) as cur:
             row = cur.execute(Q["create_event"], params).fetchone()
         assert row is not None
+        if slots is not None:
+            conn.execute(Q["resplit_inventory"], {"event_id": row.id, "slots": slots})
         return row
 
     return atomic(conn, work)

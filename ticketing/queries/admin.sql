@@ -56,13 +56,21 @@ HAVING count(*) > 1 OR t.number NOT BETWEEN 1 AND e.total_tickets
 ORDER BY t.event_id, t.number;
 
 -- name: check_event_counters
--- event_inventory equals the sums of the event's allocations and its settings.
-SELECT format('event %s: counters say %s reserved, %s purchased, total %s, max %s; '
+-- The slots' counters equal the sums of the event's allocations, and the
+-- inventory settings (and each slot's max_per_buyer copy) equal the event's.
+SELECT format('event %s: slots say %s reserved, %s purchased, total %s, max %s; '
               'allocations say %s reserved, %s purchased; event says total %s, max %s',
-              e.id, i.reserved, i.purchased, i.total_tickets, coalesce(i.max_per_buyer::text, '-'),
+              e.id, coalesce(sl.reserved, 0), coalesce(sl.purchased, 0),
+              coalesce(sl.capacity::text, '-'), coalesce(i.max_per_buyer::text, '-'),
               s.reserved, s.purchased, e.total_tickets, coalesce(e.max_per_buyer::text, '-'))
 FROM events AS e
 LEFT JOIN event_inventory AS i ON i.event_id = e.id
+LEFT JOIN LATERAL (
+    SELECT sum(reserved) AS reserved, sum(purchased) AS purchased, sum(capacity) AS capacity,
+           count(*) AS slots, bool_and(max_per_buyer IS NOT DISTINCT FROM e.max_per_buyer) AS max_ok
+    FROM inventory_slots
+    WHERE event_id = e.id
+) AS sl ON true
 JOIN LATERAL (
     SELECT coalesce(sum(quantity) FILTER (WHERE status = 'reserved'), 0) AS reserved,
            coalesce(sum(quantity) FILTER (WHERE status = 'purchased'), 0) AS purchased
@@ -70,9 +78,35 @@ JOIN LATERAL (
     WHERE event_id = e.id
 ) AS s ON true
 WHERE i.event_id IS NULL
-   OR (i.reserved, i.purchased, i.total_tickets) <> (s.reserved, s.purchased, e.total_tickets)
+   OR sl.slots IS DISTINCT FROM i.slot_count::bigint
+   OR (sl.reserved, sl.purchased, sl.capacity, i.total_tickets)
+      IS DISTINCT FROM (s.reserved, s.purchased, e.total_tickets::bigint, e.total_tickets)
    OR i.max_per_buyer IS DISTINCT FROM e.max_per_buyer
+   OR NOT sl.max_ok
 ORDER BY e.id;
+
+-- name: check_slot_ranges
+-- Slot s owns ticket numbers first_number .. first_number + capacity - 1, the
+-- ranges consecutive from 1; its purchased count equals its valid tickets.
+SELECT format('event %s slot %s: numbers %s..%s, purchased %s, valid tickets in range %s, '
+              'expected first number %s',
+              s.event_id, s.slot, s.first_number, s.first_number + s.capacity - 1, s.purchased,
+              coalesce(t.valid, 0), s.expected_first)
+FROM (
+    SELECT i.*,
+           1 + coalesce(sum(i.capacity) OVER (PARTITION BY i.event_id ORDER BY i.slot
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                        0) AS expected_first
+    FROM inventory_slots AS i
+) AS s
+LEFT JOIN LATERAL (
+    SELECT count(*) AS valid
+    FROM tickets
+    WHERE event_id = s.event_id AND voided_at IS NULL
+      AND number BETWEEN s.first_number AND s.first_number + s.capacity - 1
+) AS t ON true
+WHERE s.first_number <> s.expected_first OR s.purchased <> coalesce(t.valid, 0)
+ORDER BY s.event_id, s.slot;
 
 -- name: check_buyer_counters
 -- buyer_inventory equals each buyer's reserved plus purchased quantity.
@@ -92,9 +126,11 @@ ORDER BY 1;
 -- name: check_lapsed_not_counted
 -- Availability never counts a hold past its expires_at as reserved.
 SELECT format('event %s: availability reports %s reserved, live holds add up to %s',
-              e.id, i.reserved - lapsed.quantity, live.quantity)
+              e.id, sl.reserved - lapsed.quantity, live.quantity)
 FROM events AS e
-JOIN event_inventory AS i ON i.event_id = e.id
+JOIN LATERAL (
+    SELECT coalesce(sum(reserved), 0) AS reserved FROM inventory_slots WHERE event_id = e.id
+) AS sl ON true
 JOIN LATERAL (
     SELECT coalesce(sum(quantity), 0) AS quantity
     FROM allocations
@@ -105,17 +141,22 @@ JOIN LATERAL (
     FROM allocations
     WHERE event_id = e.id AND status = 'reserved' AND expires_at > statement_timestamp()
 ) AS live ON true
-WHERE i.reserved - lapsed.quantity <> live.quantity
+WHERE sl.reserved - lapsed.quantity <> live.quantity
 ORDER BY e.id;
 
 -- name: status
 -- Events with their availability, as get_availability computes it.
 SELECT e.id, e.name, e.starts_at, i.total_tickets,
-       i.reserved - lapsed.quantity AS reserved,
-       i.purchased,
-       i.total_tickets - i.purchased - (i.reserved - lapsed.quantity) AS available
+       sl.reserved - lapsed.quantity AS reserved,
+       sl.purchased,
+       i.total_tickets - sl.purchased - (sl.reserved - lapsed.quantity) AS available
 FROM events AS e
 JOIN event_inventory AS i ON i.event_id = e.id
+CROSS JOIN LATERAL (
+    SELECT sum(s.reserved)::integer AS reserved, sum(s.purchased)::integer AS purchased
+    FROM inventory_slots AS s
+    WHERE s.event_id = e.id
+) AS sl
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(a.quantity), 0)::integer AS quantity
     FROM allocations AS a

@@ -20,13 +20,19 @@ ORDER BY starts_at, id
 LIMIT %(limit)s;
 
 -- name: get_availability
--- The counters, less the holds that have lapsed but are not yet marked expired.
+-- The slots' counters, less the holds that have lapsed but are not yet
+-- marked expired (allocations_event_hold_expiry_idx).
 SELECT i.event_id,
        i.total_tickets,
-       i.reserved - lapsed.quantity AS reserved,
-       i.purchased,
-       i.total_tickets - i.purchased - (i.reserved - lapsed.quantity) AS available
+       slots.reserved - lapsed.quantity AS reserved,
+       slots.purchased,
+       i.total_tickets - slots.purchased - (slots.reserved - lapsed.quantity) AS available
 FROM event_inventory AS i
+CROSS JOIN LATERAL (
+    SELECT sum(s.reserved)::integer AS reserved, sum(s.purchased)::integer AS purchased
+    FROM inventory_slots AS s
+    WHERE s.event_id = i.event_id
+) AS slots
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(a.quantity), 0)::integer AS quantity
     FROM allocations AS a
@@ -35,3 +41,7 @@ CROSS JOIN LATERAL (
       AND a.expires_at <= statement_timestamp()
 ) AS lapsed
 WHERE i.event_id = %(event_id)s;
+
+-- name: resplit_inventory
+-- Splits a new event's capacity over a chosen number of slots.
+SELECT inventory_resplit(%(event_id)s, %(slots)s);

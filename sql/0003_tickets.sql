@@ -1,6 +1,7 @@
 -- Tickets: one row per purchased unit, numbered 1..total_tickets and carrying
--- an unguessable code; issued and voided by triggers on allocations.
--- depends: 0003_inventory
+-- an unguessable code, and the guards that keep them honest. They are issued
+-- and voided by the inventory triggers on allocations (0004_inventory).
+-- depends: 0002_allocations
 
 -- Fail fast instead of queueing behind live traffic; retry the deploy later.
 SET LOCAL lock_timeout = '5s';
@@ -36,7 +37,7 @@ CREATE TABLE tickets (
 
 -- list_for_allocation, and the foreign key from allocations.
 CREATE INDEX tickets_allocation_id_idx ON tickets (allocation_id, number);
--- The event foreign key, and the highest number an event ever issued.
+-- The event foreign key, and the highest number issued in a slot's range.
 CREATE INDEX tickets_event_number_idx ON tickets (event_id, number);
 
 -- Numbers of voided tickets, free to be issued again (lowest first).
@@ -48,84 +49,35 @@ CREATE TABLE ticket_number_pool (
     CONSTRAINT ticket_number_pool_number_positive CHECK (number >= 1)
 );
 
--- Picks p_count numbers for new tickets of an event: pooled numbers within
--- capacity first, lowest first, then numbers above the highest ever issued.
--- Called with the event's event_inventory row locked, which serialises it.
-CREATE FUNCTION ticket_numbers_take(p_event_id bigint, p_count integer) RETURNS SETOF integer
+-- Picks p_count numbers in [p_first, p_last] for new tickets of an event:
+-- pooled numbers first, lowest first, then numbers above the highest issued
+-- in that range. Every number of the range up to the highest issued is
+-- either on a valid ticket or in the pool, so p_count numbers are free when
+-- the range's inventory slot has p_count tickets of room. Called with that
+-- slot's row locked, which serialises numbering within the range.
+CREATE FUNCTION ticket_numbers_take(p_event_id bigint, p_first integer, p_last integer,
+                                    p_count integer) RETURNS SETOF integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    capacity integer;
     taken integer;
     high integer;
 BEGIN
-    SELECT total_tickets INTO capacity FROM event_inventory WHERE event_id = p_event_id;
     RETURN QUERY
         DELETE FROM ticket_number_pool
         WHERE event_id = p_event_id
           AND number IN (SELECT number FROM ticket_number_pool
-                         WHERE event_id = p_event_id AND number <= capacity
+                         WHERE event_id = p_event_id AND number BETWEEN p_first AND p_last
                          ORDER BY number LIMIT p_count)
         RETURNING number;
     GET DIAGNOSTICS taken = ROW_COUNT;
     IF taken < p_count THEN
-        SELECT coalesce(max(number), 0) INTO high FROM tickets WHERE event_id = p_event_id;
+        SELECT coalesce(max(number), p_first - 1) INTO high
+        FROM tickets
+        WHERE event_id = p_event_id AND number BETWEEN p_first AND p_last;
         RETURN QUERY SELECT generate_series(high + 1, high + p_count - taken);
     END IF;
 END
 $$;
-
--- Purchases issue their tickets; cancelled purchases void theirs and return
--- the numbers to the pool. Numbering is serialised by the events'
--- event_inventory rows: allocations_count_updated (which fires first, trigger
--- names order them) has usually locked them already; this takes them, in id
--- order, for a statement whose counter changes summed to zero.
-CREATE FUNCTION allocations_issue_tickets() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    a record;
-BEGIN
-    PERFORM 1
-    FROM event_inventory
-    WHERE event_id IN (
-        SELECT n.event_id
-        FROM new_rows AS n
-        JOIN old_rows AS o ON o.id = n.id
-        WHERE (o.status, n.status) IN (('reserved', 'purchased'), ('purchased', 'cancelled')))
-    ORDER BY event_id
-    FOR UPDATE;
-
-    WITH voided AS (
-        UPDATE tickets AS t
-        SET voided_at = greatest(now(), t.created_at)
-        FROM new_rows AS n
-        JOIN old_rows AS o ON o.id = n.id
-        WHERE o.status = 'purchased' AND n.status = 'cancelled'
-          AND t.allocation_id = n.id AND t.voided_at IS NULL
-        RETURNING t.event_id, t.number
-    )
-    INSERT INTO ticket_number_pool (event_id, number)
-    SELECT event_id, number FROM voided;
-
-    FOR a IN
-        SELECT n.id, n.event_id, n.quantity
-        FROM new_rows AS n
-        JOIN old_rows AS o ON o.id = n.id
-        WHERE o.status = 'reserved' AND n.status = 'purchased'
-        ORDER BY n.event_id, n.id
-    LOOP
-        INSERT INTO tickets (event_id, allocation_id, number)
-        SELECT a.event_id, a.id, num
-        FROM ticket_numbers_take(a.event_id, a.quantity) AS num
-        ORDER BY num;
-    END LOOP;
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER allocations_issue_tickets
-    AFTER UPDATE ON allocations
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION allocations_issue_tickets();
 
 -- Whoever inserts tickets: only valid ones, only for purchased allocations,
 -- never more valid tickets than the allocation's quantity, numbers within the
@@ -153,10 +105,10 @@ BEGIN
             MESSAGE = format('allocation %s (%s, quantity %s) cannot get these tickets',
                              bad.id, bad.status, bad.quantity);
     END IF;
-    SELECT n.number, i.total_tickets INTO bad
+    SELECT n.number, e.total_tickets INTO bad
     FROM new_tickets AS n
-    JOIN event_inventory AS i ON i.event_id = n.event_id
-    WHERE n.number > i.total_tickets
+    JOIN events AS e ON e.id = n.event_id
+    WHERE n.number > e.total_tickets
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING
@@ -204,7 +156,8 @@ CREATE TRIGGER tickets_guard_change
     FOR EACH ROW EXECUTE FUNCTION tickets_guard_change();
 
 -- Lowering total_tickets never strands a valid ticket above the new capacity.
-CREATE FUNCTION events_guard_ticket_numbers() RETURNS trigger
+-- BEFORE, so it speaks before the inventory re-layout (0004) runs.
+CREATE FUNCTION events_check_ticket_numbers() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     high integer;
@@ -220,10 +173,10 @@ BEGIN
                                  NEW.id, high);
         END IF;
     END IF;
-    RETURN NULL;
+    RETURN NEW;
 END
 $$;
 
-CREATE TRIGGER events_guard_ticket_numbers
-    AFTER UPDATE OF total_tickets ON events
-    FOR EACH ROW EXECUTE FUNCTION events_guard_ticket_numbers();
+CREATE TRIGGER events_check_ticket_numbers
+    BEFORE UPDATE OF total_tickets ON events
+    FOR EACH ROW EXECUTE FUNCTION events_check_ticket_numbers();

@@ -1,0 +1,23 @@
+-- Undo 0004_inventory.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '5min';
+DROP VIEW event_counters;
+DROP TRIGGER allocations_count_updated ON allocations;
+DROP TRIGGER allocations_count_inserted ON allocations;
+DROP FUNCTION allocations_count_updated();
+DROP FUNCTION allocations_count_inserted();
+DROP FUNCTION inventory_apply(allocation_change[]);
+DROP TYPE allocation_change;
+DROP TRIGGER events_guard_capacity ON events;
+DROP FUNCTION events_guard_capacity();
+DROP FUNCTION inventory_move(bigint, integer, boolean);
+DROP FUNCTION inventory_take(bigint, integer, bigint[]);
+DROP FUNCTION allocations_reclaim_lapsed(bigint, text, bigint[]);
+DROP FUNCTION inventory_resplit(bigint, integer);
+DROP TRIGGER events_open_inventory ON events;
+DROP FUNCTION events_open_inventory();
+DROP FUNCTION inventory_layout(bigint, integer, integer, integer);
+DROP FUNCTION inventory_slot_count(integer);
+DROP TABLE buyer_inventory;
+DROP TABLE inventory_slots;
+DROP TABLE event_inventory;
