@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint check clean
+.PHONY: venv demo test bench lint check clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: $(STAMP)
 ## test: the whole test suite against a real PostgreSQL (the local server, or a throwaway one)
 test: $(STAMP)
 	$(BIN)/pytest
+
+## bench: reservations per second against two baselines and pgbench, and an exact sell-out
+## (on $$DATABASE_URL, best a scratch database, or on a throwaway PostgreSQL)
+bench: $(STAMP)
+	$(BIN)/ticketing bench
 
 ## lint: ruff (lint + format), mypy --strict, squawk on the migrations
 lint: $(STAMP)

@@ -246,7 +246,8 @@ $$;
 -- Moves p_quantity tickets of an event out of one bucket of its slots:
 -- from reserved to purchased (p_purchase) or out of reserved (a hold ends).
 -- Reserved tickets are interchangeable, so any slots will do: one unlocked
--- slot holding enough if there is one, else slots in slot order. Returns the
+-- slot holding enough if there is one, else every slot is locked in slot
+-- order and the reserved tickets are taken from as many as needed. Returns the
 -- slots used, with their ticket number ranges and how many each gave.
 CREATE FUNCTION inventory_move(p_event_id bigint, p_quantity integer, p_purchase boolean)
 RETURNS TABLE (slot integer, first_number integer, last_number integer, quantity integer)
@@ -278,12 +279,14 @@ BEGIN
     EXCEPTION WHEN SQLSTATE 'TK900' THEN
         NULL;
     END;
+    -- Lock every slot first, in slot order, then read them: a slot that
+    -- looked empty when the loop started may have been given holds since.
+    PERFORM 1 FROM inventory_slots AS i WHERE i.event_id = p_event_id ORDER BY i.slot FOR UPDATE;
     FOR s IN
         SELECT i.slot, i.reserved, i.first_number, i.capacity
         FROM inventory_slots AS i
         WHERE i.event_id = p_event_id AND i.reserved > 0
         ORDER BY i.slot
-        FOR UPDATE
     LOOP
         part := least(s.reserved, remaining);
         UPDATE inventory_slots AS t

@@ -509,7 +509,7 @@ HOT_QUERIES = {
     "expire_due": HotQuery(
         "allocations.sql",
         "expire_due",
-        {"limit": "=1000"},
+        {"limit": "=1000", "lock_timeout": "=3s"},
         "allocations_hold_expiry_idx",
         "allocations",
         may_seq_scan=True,
@@ -565,7 +565,8 @@ def _param(loaded: Loaded, source: str) -> Any:
     if source == "=None":
         return None
     if source.startswith("="):
-        return int(source[1:])
+        literal = source[1:]
+        return int(literal) if literal.isdigit() else literal
     return getattr(loaded, source)
 
 
@@ -594,7 +595,9 @@ def test_hot_query_uses_its_index(case: str, loaded: Loaded) -> None:
 def test_expire_due_finds_its_batch_in_expiry_order_from_the_index(loaded: Loaded) -> None:
     query = load("allocations.sql")["expire_due"]
     with loaded.conn.transaction(force_rollback=True):
-        row = loaded.conn.execute("EXPLAIN (FORMAT JSON) " + query, {"limit": 1000}).fetchone()
+        row = loaded.conn.execute(
+            "EXPLAIN (FORMAT JSON) " + query, {"limit": 1000, "lock_timeout": "3s"}
+        ).fetchone()
     assert row is not None
     nodes = list(_plan_nodes(row[0][0]["Plan"]))
     # The batch is picked by walking the index in order: no sort of all lapsed holds.
@@ -648,6 +651,7 @@ def test_availability_fields_match_the_get_availability_columns(
 # The statements whose rows become a model, and parameters that make each run (and match
 # nothing, or change nothing that survives the rolled-back transaction).
 _NONE = {"allocation_id": 1, "fingerprint": "nobody"}
+_NONE_LOCKING = {**_NONE, "lock_timeout": "3s"}
 ROW_QUERIES: dict[tuple[str, str], tuple[type[BaseModel], dict[str, Any]]] = {
     ("events.sql", "create_event"): (
         Event,
@@ -668,11 +672,12 @@ ROW_QUERIES: dict[tuple[str, str], tuple[type[BaseModel], dict[str, Any]]] = {
             "quantity": 1,
             "hold": timedelta(minutes=5),
             "idempotency_key": None,
+            "lock_timeout": "3s",
         },
     ),
     ("allocations.sql", "get_by_idempotency_key"): (Allocation, {"idempotency_key": "none"}),
-    ("allocations.sql", "purchase"): (Allocation, _NONE),
-    ("allocations.sql", "cancel"): (Allocation, _NONE),
+    ("allocations.sql", "purchase"): (Allocation, _NONE_LOCKING),
+    ("allocations.sql", "cancel"): (Allocation, _NONE_LOCKING),
     ("allocations.sql", "get_buyer_allocation"): (Allocation, _NONE),
     ("allocations.sql", "get_allocation"): (Allocation, {"allocation_id": 1}),
     ("allocations.sql", "list_for_buyer"): (

@@ -5,6 +5,12 @@ A function that owns its transaction (the connection was idle) retries
 deadlocks and serialization failures a few times; inside a caller's
 transaction it raises `Busy` at once and lets the caller retry the whole
 transaction, since only the caller knows what else it did.
+
+Work that is one statement (`one_statement=True`, e.g. `reserve`) runs on an
+idle autocommit connection as that statement alone: one round trip, atomic
+by itself. Such statements set their own lock timeout
+(`set_config('lock_timeout', %(lock_timeout)s, true)` in a FROM clause), so
+they need no BEGIN, SET and COMMIT around them.
 """
 
 from __future__ import annotations
@@ -39,16 +45,21 @@ def atomic(
     work: Callable[[psycopg.Connection[object]], T],
     *,
     isolation: Literal["REPEATABLE READ", "SERIALIZABLE"] | None = None,
+    one_statement: bool = False,
 ) -> T:
     """Run `work(conn)` inside `conn.transaction()` and return its result.
 
     `isolation` applies when the function owns the transaction; inside a
-    caller's transaction, the caller's level stands.
+    caller's transaction, the caller's level stands. With `one_statement`,
+    on an idle autocommit connection, `work` runs without a transaction block.
     """
     owns = conn.info.transaction_status == TransactionStatus.IDLE
+    bare = one_statement and owns and conn.autocommit
     attempts = ATTEMPTS if owns else 1
     for attempt in range(1, attempts + 1):
         try:
+            if bare:
+                return work(conn)
             with conn.transaction():
                 if owns and isolation is not None:
                     conn.execute(_SET_ISOLATION[isolation])

@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from ticketing import _validate as check
-from ticketing._tx import atomic
+from ticketing._tx import LOCK_TIMEOUT, atomic
 from ticketing.errors import (
     AllocationNotFound,
     Busy,
@@ -70,6 +70,7 @@ def reserve(
         "idempotency_key": None
         if idempotency_key is None
         else check.text("idempotency_key", idempotency_key),
+        "lock_timeout": LOCK_TIMEOUT,
     }
 
     def work(conn: psycopg.Connection[Any]) -> Allocation:
@@ -86,7 +87,7 @@ def reserve(
             raise Busy("a concurrent reservation with this idempotency key is not visible yet")
         return _same_request(existing, params)
 
-    return atomic(conn, work)
+    return atomic(conn, work, one_statement=idempotency_key is None)
 
 
 def purchase(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: str) -> Allocation:
@@ -99,6 +100,7 @@ def purchase(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: 
     params = {
         "allocation_id": check.identifier("allocation_id", allocation_id),
         "fingerprint": check.text("fingerprint", fingerprint),
+        "lock_timeout": LOCK_TIMEOUT,
     }
 
     def work(conn: psycopg.Connection[Any]) -> Allocation:
@@ -114,7 +116,8 @@ def purchase(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: 
             )
         raise InvalidTransition(f"allocation {allocation_id} is {current.status}, not purchasable")
 
-    return atomic(conn, work)
+    # One statement when it succeeds; the read that explains a refusal changes nothing.
+    return atomic(conn, work, one_statement=True)
 
 
 def cancel(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: str) -> Allocation:
@@ -126,6 +129,7 @@ def cancel(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: st
     params = {
         "allocation_id": check.identifier("allocation_id", allocation_id),
         "fingerprint": check.text("fingerprint", fingerprint),
+        "lock_timeout": LOCK_TIMEOUT,
     }
 
     def work(conn: psycopg.Connection[Any]) -> Allocation:
@@ -137,7 +141,7 @@ def cancel(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: st
             return current
         raise InvalidTransition(f"allocation {allocation_id} is {current.status}, not cancellable")
 
-    return atomic(conn, work)
+    return atomic(conn, work, one_statement=True)
 
 
 def _buyer_allocation(conn: psycopg.Connection[Any], params: dict[str, Any]) -> Allocation:
@@ -182,11 +186,14 @@ def expire_due(conn: psycopg.Connection[Any], *, limit: int = 1000) -> int:
     Rows another transaction holds are skipped (SKIP LOCKED), so sweepers never
     wait on buyers or on each other.
     """
-    params = {"limit": check.integer("limit", limit, 1, check.MAX_LIMIT)}
+    params = {
+        "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
+        "lock_timeout": LOCK_TIMEOUT,
+    }
 
     def work(conn: psycopg.Connection[Any]) -> int:
         with conn.cursor() as cur:
             cur.execute(Q["expire_due"], params)
             return cur.rowcount
 
-    return atomic(conn, work)
+    return atomic(conn, work, one_statement=True)

@@ -1,7 +1,7 @@
-"""The `ticketing` command: migrate, demo, sweep, status and check.
+"""The `ticketing` command: migrate, demo, sweep, status, check and bench.
 
 The database comes from --database-url or DATABASE_URL. Without either,
-`demo`, `status` and `check` run against a throwaway PostgreSQL cluster that
+`demo`, `status`, `check` and `bench` run against a throwaway PostgreSQL cluster that
 lives as long as the command (see ticketing.embedded). Errors print one line
 on stderr and exit non-zero; there are no tracebacks for bad input.
 """
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -27,6 +28,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ticketing import admin, allocations, db, embedded
+from ticketing.bench import (
+    BenchConfig,
+    Workload,
+    default_json_path,
+    run_bench,
+    summary,
+    write_json,
+)
 from ticketing.demo import DemoResult, run_demo
 from ticketing.errors import InvalidInput, TicketingError
 from ticketing.models import Availability
@@ -286,6 +295,64 @@ def check(ctx: typer.Context) -> None:
         err.print(f"{len(violations)} invariant violations")
         raise typer.Exit(1)
     out.print(f"[green]all {len(admin.CHECKS)} invariant checks passed[/]")
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    workers: Annotated[
+        int, typer.Option(min=1, max=256, help="Concurrent buyer processes (and pgbench clients).")
+    ] = 16,
+    seconds: Annotated[int, typer.Option(min=1, max=3600, help="Length of each timed run.")] = 10,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Where to write the results (default: bench/results/bench-<UTC timestamp>.json).",
+            show_default=False,
+        ),
+    ] = None,
+    only: Annotated[
+        list[Workload] | None,
+        typer.Option(help="Run only this workload (repeatable).", show_default=False),
+    ] = None,
+    sellout_buyers: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Buyers in the sell-out.")
+    ] = 10_000,
+    sellout_tickets: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Tickets in the sell-out.")
+    ] = 1000,
+) -> None:
+    """Measure reservations per second against two baselines and pgbench; check a sell-out."""
+    if sellout_buyers < sellout_tickets:
+        raise typer.BadParameter(
+            "must be at least --sellout-tickets", param_hint="'--sellout-buyers'"
+        )
+    config = BenchConfig(
+        workers=workers,
+        seconds=seconds,
+        only=frozenset(only or Workload),
+        sellout_buyers=sellout_buyers,
+        sellout_tickets=sellout_tickets,
+    )
+    path = json_path or default_json_path()
+    with _database(ctx, throwaway=True) as url:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
+        with progress:
+            report = run_bench(url, config, progress=progress)
+    out.print(summary(report))
+    write_json(report, path)
+    out.print(f"results written to {path}", soft_wrap=True, highlight=False)
+    for failure in report.failures:
+        err.print(f"failed: {failure}", markup=False, highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _fail(message: str, code: int) -> None:

@@ -3,11 +3,14 @@
 -- these statements only change an allocation's row.
 
 -- name: reserve
--- A new hold. The insert trigger takes capacity (reclaiming lapsed holds if
--- short) or raises TK002/TK001. A key already used returns no row.
+-- A new hold. The insert trigger takes capacity from one of the event's
+-- slots (reclaiming lapsed holds if short) or raises TK002/TK001. A key
+-- already used returns no row. The statement sets its own lock timeout, so
+-- it can run alone: one round trip.
 INSERT INTO allocations (event_id, fingerprint, quantity, expires_at, idempotency_key)
-VALUES (%(event_id)s, %(fingerprint)s, %(quantity)s,
-        now() + %(hold)s::interval, %(idempotency_key)s)
+SELECT %(event_id)s::bigint, %(fingerprint)s::text, %(quantity)s::integer,
+       now() + %(hold)s::interval, %(idempotency_key)s::text
+FROM (SELECT set_config('lock_timeout', %(lock_timeout)s, true)) AS settings
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, event_id, fingerprint, quantity, status, expires_at, idempotency_key,
           created_at, updated_at;
@@ -20,9 +23,11 @@ WHERE idempotency_key = %(idempotency_key)s;
 
 -- name: purchase
 -- A live hold of this buyer becomes a purchase; the update trigger moves the
--- quantity from reserved to purchased and issues the tickets.
+-- quantity from reserved to purchased and issues the tickets. Sets its own
+-- lock timeout, like reserve.
 UPDATE allocations
 SET status = 'purchased'
+FROM (SELECT set_config('lock_timeout', %(lock_timeout)s, true)) AS settings
 WHERE id = %(allocation_id)s
   AND fingerprint = %(fingerprint)s
   AND status = 'reserved'
@@ -35,6 +40,7 @@ RETURNING id, event_id, fingerprint, quantity, status, expires_at, idempotency_k
 -- trigger returns the capacity and voids the tickets.
 UPDATE allocations
 SET status = 'cancelled'
+FROM (SELECT set_config('lock_timeout', %(lock_timeout)s, true)) AS settings
 WHERE id = %(allocation_id)s
   AND fingerprint = %(fingerprint)s
   AND status IN ('reserved', 'purchased')
@@ -78,6 +84,6 @@ WITH due AS (
 )
 UPDATE allocations AS a
 SET status = 'expired'
-FROM due
+FROM due, (SELECT set_config('lock_timeout', %(lock_timeout)s, true)) AS settings
 WHERE a.id = due.id
 RETURNING a.id;
