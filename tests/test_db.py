@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import UTC, datetime
 from typing import Any
@@ -141,7 +142,7 @@ def test_create_pool_returns_a_working_autocommit_pool(dsn: str) -> None:
     try:
         assert isinstance(pool, ConnectionPool)
         assert pool.min_size == db.POOL_MIN_SIZE == 2
-        assert pool.max_size == db.POOL_MAX_SIZE == 16
+        assert pool.max_size == db.POOL_MAX_SIZE == 4 * (os.cpu_count() or 2)
         assert not pool.closed
         pool.wait(timeout=10)
         with pool.connection() as first, pool.connection() as second:

@@ -31,6 +31,9 @@ class EventStatus(BaseModel):
     available: int
 
 
+_EVENT_STATUS_ROW = class_row(EventStatus)
+
+
 def check_invariants(conn: psycopg.Connection[Any]) -> list[str]:
     """Every violation of the layer's invariants, one line each; [] when all hold.
 
@@ -58,7 +61,7 @@ def event_status(
     }
 
     def work(conn: psycopg.Connection[Any]) -> list[EventStatus]:
-        with conn.cursor(row_factory=class_row(EventStatus)) as cur:
+        with conn.cursor(row_factory=_EVENT_STATUS_ROW) as cur:
             return cur.execute(Q["status"], params).fetchall()
 
     return atomic(conn, work)

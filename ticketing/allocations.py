@@ -27,11 +27,12 @@ from ticketing.models import Allocation, AllocationStatus
 from ticketing.queries import load
 
 Q = load("allocations.sql")
+_ALLOCATION_ROW = class_row(Allocation)
 DEFAULT_HOLD = timedelta(minutes=10)
 
 
 def _one(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> Allocation | None:
-    with conn.cursor(row_factory=class_row(Allocation)) as cur:
+    with conn.cursor(row_factory=_ALLOCATION_ROW) as cur:
         return cur.execute(Q[name], params).fetchone()
 
 
@@ -174,7 +175,7 @@ def list_for_buyer(
     }
 
     def work(conn: psycopg.Connection[Any]) -> list[Allocation]:
-        with conn.cursor(row_factory=class_row(Allocation)) as cur:
+        with conn.cursor(row_factory=_ALLOCATION_ROW) as cur:
             return cur.execute(Q["list_for_buyer"], params).fetchall()
 
     return atomic(conn, work)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -22,10 +23,13 @@ from yoyo.exceptions import LockTimeout
 from ticketing._tx import guarded
 from ticketing.errors import Busy, InvalidInput, TicketingError
 
-#: Default size of a pool from `create_pool`: enough for the machine's cores
-#: to stay busy while some connections wait on the network.
+#: Default size of a pool from `create_pool`: four connections per core keep
+#: the cores busy while some connections wait on commits and the network;
+#: more only queue inside the server.
 POOL_MIN_SIZE = 2
-POOL_MAX_SIZE = 16
+POOL_MAX_SIZE = 4 * (os.cpu_count() or 2)
+#: The layer runs a fixed set of named statements: prepare each on first use.
+PREPARE_THRESHOLD = 0
 
 
 def migrations_dir() -> Path:
@@ -130,6 +134,7 @@ def pending_migrations(dsn: str) -> list[str]:
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """Open a connection (autocommit by default: each query function is its own transaction)."""
     kwargs.setdefault("autocommit", True)
+    kwargs.setdefault("prepare_threshold", PREPARE_THRESHOLD)
     try:
         return guarded(lambda: psycopg.connect(_libpq_dsn(dsn), **kwargs))
     except InvalidInput:
@@ -148,6 +153,7 @@ def create_pool(dsn: str, **kwargs: Any) -> ConnectionPool[Any]:
         raise InvalidInput(f"invalid database URL: {exc}") from exc
     connection_kwargs = dict(kwargs.pop("kwargs", None) or {})
     connection_kwargs.setdefault("autocommit", True)
+    connection_kwargs.setdefault("prepare_threshold", PREPARE_THRESHOLD)
     kwargs.setdefault("min_size", POOL_MIN_SIZE)
     kwargs.setdefault("max_size", max(POOL_MAX_SIZE, kwargs["min_size"]))
     kwargs.setdefault("open", True)

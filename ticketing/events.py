@@ -15,6 +15,8 @@ from ticketing.models import Availability, Event
 from ticketing.queries import load
 
 Q = load("events.sql")
+_EVENT_ROW = class_row(Event)
+_AVAILABILITY_ROW = class_row(Availability)
 
 
 def create_event(
@@ -44,7 +46,7 @@ def create_event(
         check.integer("slots", slots, 1, min(check.MAX_SLOTS, total_tickets))
 
     def work(conn: psycopg.Connection[Any]) -> Event:
-        with conn.cursor(row_factory=class_row(Event)) as cur:
+        with conn.cursor(row_factory=_EVENT_ROW) as cur:
             row = cur.execute(Q["create_event"], params).fetchone()
         assert row is not None
         if slots is not None:
@@ -59,7 +61,7 @@ def get_event(conn: psycopg.Connection[Any], event_id: int) -> Event:
     params = {"event_id": check.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> Event:
-        with conn.cursor(row_factory=class_row(Event)) as cur:
+        with conn.cursor(row_factory=_EVENT_ROW) as cur:
             row = cur.execute(Q["get_event"], params).fetchone()
         if row is None:
             raise EventNotFound(f"event {event_id} does not exist")
@@ -78,7 +80,7 @@ def list_events(
     }
 
     def work(conn: psycopg.Connection[Any]) -> list[Event]:
-        with conn.cursor(row_factory=class_row(Event)) as cur:
+        with conn.cursor(row_factory=_EVENT_ROW) as cur:
             return cur.execute(Q["list_events"], params).fetchall()
 
     return atomic(conn, work)
@@ -92,7 +94,7 @@ def get_availability(conn: psycopg.Connection[Any], event_id: int) -> Availabili
     params = {"event_id": check.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> Availability:
-        with conn.cursor(row_factory=class_row(Availability)) as cur:
+        with conn.cursor(row_factory=_AVAILABILITY_ROW) as cur:
             row = cur.execute(Q["get_availability"], params).fetchone()
         if row is None:
             raise EventNotFound(f"event {event_id} does not exist")

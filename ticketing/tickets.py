@@ -14,6 +14,7 @@ from ticketing.models import Ticket
 from ticketing.queries import load
 
 Q = load("tickets.sql")
+_TICKET_ROW = class_row(Ticket)
 
 
 def list_for_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> list[Ticket]:
@@ -21,7 +22,7 @@ def list_for_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> li
     params = {"allocation_id": check.identifier("allocation_id", allocation_id)}
 
     def work(conn: psycopg.Connection[Any]) -> list[Ticket]:
-        with conn.cursor(row_factory=class_row(Ticket)) as cur:
+        with conn.cursor(row_factory=_TICKET_ROW) as cur:
             return cur.execute(Q["list_for_allocation"], params).fetchall()
 
     return atomic(conn, work)
@@ -32,7 +33,7 @@ def get_by_code(conn: psycopg.Connection[Any], code: str) -> Ticket:
     params = {"code": check.text("code", code)}
 
     def work(conn: psycopg.Connection[Any]) -> Ticket:
-        with conn.cursor(row_factory=class_row(Ticket)) as cur:
+        with conn.cursor(row_factory=_TICKET_ROW) as cur:
             row = cur.execute(Q["get_by_code"], params).fetchone()
         if row is None:
             raise TicketNotFound("no ticket has this code")
