@@ -323,10 +323,23 @@ DECLARE
     live bigint;
     top_buyer integer;
     cut integer;
+    low integer;
+    high integer;
     spill integer := 0;
     s record;
 BEGIN
     PERFORM 1 FROM inventory_slots WHERE event_id = NEW.id ORDER BY slot FOR UPDATE;
+    -- events_check_ticket_numbers ran before these locks; a purchase that was
+    -- in flight then has committed now: look again.
+    IF NEW.total_tickets < OLD.total_tickets AND EXISTS (
+        SELECT 1 FROM tickets
+        WHERE event_id = NEW.id AND voided_at IS NULL AND number > NEW.total_tickets
+    ) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'TK006',
+            MESSAGE = format('event %s: total_tickets cannot go below a valid ticket number',
+                             NEW.id);
+    END IF;
     IF NEW.total_tickets < OLD.total_tickets
        OR NEW.max_per_buyer < coalesce(OLD.max_per_buyer, 2147483647) THEN
         PERFORM allocations_reclaim_lapsed(NEW.id, NULL, '{}');
@@ -352,7 +365,20 @@ BEGIN
         UPDATE inventory_slots
         SET capacity = capacity + (NEW.total_tickets - OLD.total_tickets)
         WHERE event_id = NEW.id
-          AND slot = (SELECT max(i.slot) FROM inventory_slots AS i WHERE i.event_id = NEW.id);
+          AND slot = (SELECT max(i.slot) FROM inventory_slots AS i WHERE i.event_id = NEW.id)
+        RETURNING first_number, first_number + capacity - 1 INTO low, high;
+        -- After an earlier cut, the last slot's range can now cover numbers
+        -- that were never issued below ones that were: pool them, so that
+        -- every number up to the highest issued in the range is valid or
+        -- pooled, as ticket_numbers_take expects.
+        INSERT INTO ticket_number_pool (event_id, number)
+        SELECT NEW.id, n
+        FROM generate_series(low, (SELECT coalesce(max(t.number), low - 1) FROM tickets AS t
+                                   WHERE t.event_id = NEW.id
+                                     AND t.number BETWEEN low AND high)) AS n
+        WHERE NOT EXISTS (SELECT 1 FROM tickets AS t
+                          WHERE t.event_id = NEW.id AND t.number = n AND t.voided_at IS NULL)
+        ON CONFLICT DO NOTHING;
     ELSIF NEW.total_tickets < OLD.total_tickets THEN
         cut := OLD.total_tickets - NEW.total_tickets;
         FOR s IN
@@ -517,8 +543,39 @@ BEGIN
                         DETAIL = format('max_per_buyer=%s', max_copy);
                 END IF;
             END IF;
-        ELSIF ev.hold_change < 0 THEN
-            PERFORM inventory_move(ev.event_id, -ev.hold_change, false);
+        ELSE
+            IF ev.hold_change < 0 THEN
+                PERFORM inventory_move(ev.event_id, -ev.hold_change, false);
+            END IF;
+            -- A hold grew while others shrank (raw SQL), so no capacity was
+            -- taken: read the limit under a share lock on a slot, which a
+            -- concurrent change of max_per_buyer (it locks every slot)
+            -- cannot pass unseen.
+            IF EXISTS (
+                SELECT 1 FROM unnest(changes) AS c
+                WHERE c.event_id = ev.event_id AND c.new_status IN ('reserved', 'purchased')
+                  AND c.new_quantity > c.old_quantity
+            ) THEN
+                SELECT i.max_per_buyer INTO max_copy
+                FROM inventory_slots AS i
+                WHERE i.event_id = ev.event_id
+                ORDER BY i.slot
+                LIMIT 1
+                FOR SHARE;
+                SELECT bi.fingerprint, bi.quantity INTO b
+                FROM buyer_inventory AS bi
+                WHERE bi.event_id = ev.event_id AND bi.quantity > max_copy
+                  AND bi.fingerprint IN (SELECT c.fingerprint FROM unnest(changes) AS c
+                                         WHERE c.event_id = ev.event_id)
+                LIMIT 1;
+                IF FOUND THEN
+                    RAISE EXCEPTION USING
+                        ERRCODE = 'TK002',
+                        MESSAGE = format('event %s allows %s tickets per buyer; this buyer would hold %s',
+                                         ev.event_id, max_copy, b.quantity),
+                        DETAIL = format('max_per_buyer=%s', max_copy);
+                END IF;
+            END IF;
         END IF;
 
         -- 3. Purchases.

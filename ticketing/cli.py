@@ -27,7 +27,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ticketing import admin, allocations, db, embedded
+from ticketing import _validate, admin, allocations, db, embedded
 from ticketing.bench import (
     BenchConfig,
     Workload,
@@ -144,14 +144,17 @@ def demo(
     buyers: Annotated[int, typer.Option(min=1, max=1_000_000, help="Distinct buyers.")] = 200,
     tickets: Annotated[int, typer.Option(min=1, max=10_000_000, help="Tickets on sale.")] = 1000,
     workers: Annotated[int, typer.Option(min=1, max=128, help="Concurrent workers.")] = 16,
-    hold: Annotated[str, typer.Option(help="How long a hold lasts, e.g. 30s.")] = "10s",
+    hold: Annotated[str, typer.Option(help="How long a hold lasts, e.g. 30s.")] = "5s",
     timeout: Annotated[str, typer.Option(help="Give up after this long.")] = "5m",
     seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
 ) -> None:
     """Run a flash sale with concurrent buyers; verify nothing is oversold."""
     hold_for = parse_duration(hold)
-    if hold_for <= timedelta(0):
-        raise typer.BadParameter("must be more than 0", param_hint="'--hold'")
+    if not timedelta(0) < hold_for <= _validate.MAX_HOLD:
+        raise typer.BadParameter(
+            f"must be more than 0 and at most {_validate.MAX_HOLD}", param_hint="'--hold'"
+        )
+    give_up = parse_duration(timeout).total_seconds()
     with _database(ctx, throwaway=True) as url:
         progress = Progress(
             TextColumn("[bold]sold"),
@@ -179,7 +182,7 @@ def demo(
                 tickets=tickets,
                 workers=workers,
                 hold=hold_for,
-                timeout=parse_duration(timeout).total_seconds(),
+                timeout=give_up,
                 seed=seed,
                 on_progress=show,
             )
@@ -376,5 +379,7 @@ def main() -> None:
     except (KeyboardInterrupt, EOFError):
         _fail("interrupted", 130)
     except TicketingError as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:  # e.g. a results file that cannot be written
         _fail(str(exc), 1)
     sys.exit(code if isinstance(code, int) else 0)

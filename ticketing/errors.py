@@ -89,7 +89,7 @@ _NOT_FOUND_BY_CONSTRAINT: dict[str, type[NotFound]] = {
     "tickets_event_id_fkey": EventNotFound,
     "tickets_allocation_fkey": AllocationNotFound,
 }
-_SOLD_OUT_CONSTRAINTS = {"event_inventory_within_capacity"}
+_SOLD_OUT_CONSTRAINTS = {"inventory_slots_within_capacity"}
 _AVAILABLE = re.compile(r"available=(-?\d+)")
 
 # Errors that a fresh attempt of the whole transaction may not meet again.

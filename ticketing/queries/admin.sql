@@ -87,11 +87,13 @@ ORDER BY e.id;
 
 -- name: check_slot_ranges
 -- Slot s owns ticket numbers first_number .. first_number + capacity - 1, the
--- ranges consecutive from 1; its purchased count equals its valid tickets.
-SELECT format('event %s slot %s: numbers %s..%s, purchased %s, valid tickets in range %s, '
-              'expected first number %s',
-              s.event_id, s.slot, s.first_number, s.first_number + s.capacity - 1, s.purchased,
-              coalesce(t.valid, 0), s.expected_first)
+-- ranges consecutive from 1; its purchased count equals its valid tickets;
+-- every number of its range up to the highest issued there is on a valid
+-- ticket or in ticket_number_pool (where new tickets get their numbers).
+SELECT format('event %s slot %s: numbers %s..%s (expected to start at %s), purchased %s, '
+              'valid tickets in range %s, pooled %s, highest issued %s',
+              s.event_id, s.slot, s.first_number, s.first_number + s.capacity - 1,
+              s.expected_first, s.purchased, t.valid, p.pooled, coalesce(t.high::text, '-'))
 FROM (
     SELECT i.*,
            1 + coalesce(sum(i.capacity) OVER (PARTITION BY i.event_id ORDER BY i.slot
@@ -99,13 +101,21 @@ FROM (
                         0) AS expected_first
     FROM inventory_slots AS i
 ) AS s
-LEFT JOIN LATERAL (
-    SELECT count(*) AS valid
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE voided_at IS NULL) AS valid, max(number) AS high
     FROM tickets
-    WHERE event_id = s.event_id AND voided_at IS NULL
+    WHERE event_id = s.event_id
       AND number BETWEEN s.first_number AND s.first_number + s.capacity - 1
-) AS t ON true
-WHERE s.first_number <> s.expected_first OR s.purchased <> coalesce(t.valid, 0)
+) AS t
+CROSS JOIN LATERAL (
+    SELECT count(*) AS pooled
+    FROM ticket_number_pool
+    WHERE event_id = s.event_id
+      AND number BETWEEN s.first_number AND least(t.high, s.first_number + s.capacity - 1)
+) AS p
+WHERE s.first_number <> s.expected_first
+   OR s.purchased <> t.valid
+   OR t.valid + p.pooled <> coalesce(t.high - s.first_number + 1, 0)
 ORDER BY s.event_id, s.slot;
 
 -- name: check_buyer_counters
