@@ -1,0 +1,38 @@
+"""The wheel carries the migrations and the named queries, so an installed package can migrate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_ships_the_sql(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            str(REPO),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("ticketing-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    migrations = {f"ticketing/sql/{p.name}" for p in (REPO / "sql").glob("*.sql")}
+    queries = {
+        f"ticketing/queries/{p.name}" for p in (REPO / "ticketing" / "queries").glob("*.sql")
+    }
+    assert len(migrations) == 8
+    assert migrations <= names
+    assert queries <= names
