@@ -678,7 +678,7 @@ CREATE TRIGGER allocations_count_updated
     FOR EACH STATEMENT EXECUTE FUNCTION allocations_count_updated();
 
 -- An event's counters in one row, summed over its slots: for psql users,
--- ticketing check and tests (the layer itself reads the slots directly).
+-- and tests (the layer itself reads the slots directly).
 CREATE VIEW event_counters AS
 SELECT i.event_id, i.total_tickets, i.max_per_buyer, i.slot_count,
        coalesce(sum(s.reserved), 0)::integer AS reserved,

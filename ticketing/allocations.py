@@ -2,7 +2,7 @@
 
 The statements here only change an allocation's own row. Capacity is taken
 and returned, buyer limits enforced and tickets issued or voided by the
-triggers on `allocations` (sql/0003_inventory.sql, sql/0004_tickets.sql), so
+triggers on `allocations` (sql/0004_inventory.sql), so
 the same rules hold for any SQL that writes the table.
 """
 
