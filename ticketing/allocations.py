@@ -184,8 +184,9 @@ def list_for_buyer(
 def expire_due(conn: psycopg.Connection[Any], *, limit: int = 1000) -> int:
     """Mark up to `limit` lapsed holds expired in one batch; return how many.
 
-    Rows another transaction holds are skipped (SKIP LOCKED), so sweepers never
-    wait on buyers or on each other.
+    Holds another transaction has locked are skipped (SKIP LOCKED), so sweepers
+    never wait on each other or on a buyer deciding a hold; returning capacity
+    may wait, up to the lock timeout, for the event's inventory slots.
     """
     params = {
         "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
