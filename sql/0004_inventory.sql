@@ -525,24 +525,10 @@ BEGIN
             END IF;
         END LOOP;
 
-        -- 2. Capacity.
+        -- 2. Capacity. max_copy is max_per_buyer as read under a slot lock.
+        max_copy := settings.max_per_buyer;
         IF ev.hold_change > 0 THEN
             max_copy := inventory_take(ev.event_id, ev.hold_change, counting);
-            IF max_copy IS DISTINCT FROM settings.max_per_buyer AND max_copy IS NOT NULL THEN
-                SELECT bi.fingerprint, bi.quantity INTO b
-                FROM buyer_inventory AS bi
-                WHERE bi.event_id = ev.event_id AND bi.quantity > max_copy
-                  AND bi.fingerprint IN (SELECT c.fingerprint FROM unnest(changes) AS c
-                                         WHERE c.event_id = ev.event_id)
-                LIMIT 1;
-                IF FOUND THEN
-                    RAISE EXCEPTION USING
-                        ERRCODE = 'TK002',
-                        MESSAGE = format('event %s allows %s tickets per buyer; this buyer would hold %s',
-                                         ev.event_id, max_copy, b.quantity),
-                        DETAIL = format('max_per_buyer=%s', max_copy);
-                END IF;
-            END IF;
         ELSE
             IF ev.hold_change < 0 THEN
                 PERFORM inventory_move(ev.event_id, -ev.hold_change, false);
@@ -562,19 +548,22 @@ BEGIN
                 ORDER BY i.slot
                 LIMIT 1
                 FOR SHARE;
-                SELECT bi.fingerprint, bi.quantity INTO b
-                FROM buyer_inventory AS bi
-                WHERE bi.event_id = ev.event_id AND bi.quantity > max_copy
-                  AND bi.fingerprint IN (SELECT c.fingerprint FROM unnest(changes) AS c
-                                         WHERE c.event_id = ev.event_id)
-                LIMIT 1;
-                IF FOUND THEN
-                    RAISE EXCEPTION USING
-                        ERRCODE = 'TK002',
-                        MESSAGE = format('event %s allows %s tickets per buyer; this buyer would hold %s',
-                                         ev.event_id, max_copy, b.quantity),
-                        DETAIL = format('max_per_buyer=%s', max_copy);
-                END IF;
+            END IF;
+        END IF;
+        -- The limit changed since the buyers were checked in step 1: check again.
+        IF max_copy IS DISTINCT FROM settings.max_per_buyer AND max_copy IS NOT NULL THEN
+            SELECT bi.fingerprint, bi.quantity INTO b
+            FROM buyer_inventory AS bi
+            WHERE bi.event_id = ev.event_id AND bi.quantity > max_copy
+              AND bi.fingerprint IN (SELECT c.fingerprint FROM unnest(changes) AS c
+                                     WHERE c.event_id = ev.event_id)
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'TK002',
+                    MESSAGE = format('event %s allows %s tickets per buyer; this buyer would hold %s',
+                                     ev.event_id, max_copy, b.quantity),
+                    DETAIL = format('max_per_buyer=%s', max_copy);
             END IF;
         END IF;
 
