@@ -40,6 +40,7 @@ from ticketing.models import Allocation
 
 STARTS_AT = datetime(2031, 3, 1, 19, 30, tzinfo=UTC)
 HOLD = timedelta(hours=1)  # never lapses while a test runs: only raw-inserted holds lapse
+QUANTITY = st.one_of(st.integers(1, 2), st.integers(1, 5))  # mostly within buyer limits
 
 # Operations executed by this module, by kind and outcome (printed at the end of each test).
 OPS: Counter[str] = Counter()
@@ -54,6 +55,23 @@ INSERT_LAPSED: LiteralString = """
     VALUES (%(event_id)s, %(fingerprint)s, %(quantity)s,
             now() - interval '2 hours', now() - interval '1 hour')
     RETURNING id
+"""
+# Several lapsed holds on one event in one statement, ids in list order. Each expires a
+# microsecond after the one before, so expire_due takes them in that order too.
+INSERT_LAPSED_MANY: LiteralString = """
+    INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)
+    SELECT %(event_id)s, h.fingerprint, h.quantity, now() - interval '2 hours',
+           now() - interval '1 hour' + h.n * interval '1 microsecond'
+    FROM unnest(%(fingerprints)s::text[], %(quantities)s::integer[])
+         WITH ORDINALITY AS h (fingerprint, quantity, n)
+    ORDER BY h.n
+    RETURNING id
+"""
+# Several status changes in one statement.
+UPDATE_STATUSES: LiteralString = """
+    UPDATE allocations AS a SET status = c.status
+    FROM unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS c (id, status)
+    WHERE a.id = c.id
 """
 
 # Everything the layer stores about some events, as one text: equal texts, equal data.
@@ -184,22 +202,28 @@ class Model:
             if a.fingerprint == fingerprint and a.status in (RESERVED, PURCHASED)
         )
 
-    def predict_hold(self, event_id: int, fingerprint: str, quantity: int) -> Prediction:
-        """The insert trigger's rule (inventory_apply, inventory_take) for a new hold.
+    def predict_holds(self, event_id: int, holds: list[tuple[str, int]]) -> Prediction:
+        """The insert trigger's rule (inventory_apply, inventory_take) for the new holds
+        (fingerprint, quantity) of one statement on one event.
 
-        A buyer going over max_per_buyer first gets their own lapsed holds
-        reclaimed, then TK002. Then, if the event's free capacity (lapsed holds
-        counted as taken) is short, every lapsed hold of the event is reclaimed,
-        then TK001 with what is free. A refusal rolls the reclaims back.
+        Buyers in fingerprint order: one going over max_per_buyer first gets their own
+        lapsed holds reclaimed, then TK002. Then, if the event's free capacity (lapsed
+        holds counted as taken) is short of the sum, every lapsed hold of the event is
+        reclaimed, then TK001 with what is free. A refusal rolls the reclaims back.
         """
         ev = self.events[event_id]
         reclaimed: list[ModelAllocation] = []
-        held = self.held(event_id, fingerprint) + quantity
-        if ev.max_per_buyer is not None and held > ev.max_per_buyer:
-            mine = [a for a in self.lapsed_holds(event_id) if a.fingerprint == fingerprint]
-            if held - sum(a.quantity for a in mine) > ev.max_per_buyer:
-                return Prediction("limit", [])
-            reclaimed += mine
+        wanted: Counter[str] = Counter()
+        for fp, quantity in holds:
+            wanted[fp] += quantity
+        for fp in sorted(wanted):
+            held = self.held(event_id, fp) + wanted[fp]
+            if ev.max_per_buyer is not None and held > ev.max_per_buyer:
+                mine = [a for a in self.lapsed_holds(event_id) if a.fingerprint == fp]
+                if held - sum(a.quantity for a in mine) > ev.max_per_buyer:
+                    return Prediction("limit", [])
+                reclaimed += mine
+        quantity = wanted.total()
         free = (
             ev.total
             - self.purchased(event_id)
@@ -213,6 +237,26 @@ class Model:
                 return Prediction("sold_out", [], free)
             reclaimed += others
         return Prediction("ok", reclaimed)
+
+    def predict_hold(self, event_id: int, fingerprint: str, quantity: int) -> Prediction:
+        return self.predict_holds(event_id, [(fingerprint, quantity)])
+
+    def transition_refusal(self, alloc: ModelAllocation, new_status: str) -> str | None:
+        """The SQLSTATE allocations_guard_transition raises for a status change, or None."""
+        if new_status == alloc.status:
+            return None
+        if (alloc.status, new_status) not in LEGAL:
+            return "TK003"
+        if new_status == PURCHASED and alloc.lapsed:
+            return "TK004"
+        if new_status == EXPIRED and not alloc.lapsed:
+            return "TK003"
+        return None
+
+    def set_status(self, alloc: ModelAllocation, new_status: str) -> None:
+        if new_status == PURCHASED and alloc.status != PURCHASED:
+            alloc.ticketed = True  # the trigger issued its tickets
+        alloc.status = new_status
 
 
 def outcome_name(result: object) -> str:
@@ -419,7 +463,7 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
             self.add_event(total, max_per_buyer, data)
 
         @precondition(lambda self: self.model.events)
-        @rule(data=st.data(), quantity=st.integers(1, 5))
+        @rule(data=st.data(), quantity=QUANTITY)
         def reserve(self, data: st.DataObject, quantity: int) -> None:
             self.call_reserve(data, quantity, None)
 
@@ -430,16 +474,51 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
             self.call_reserve(data, None)
 
         @precondition(lambda self: self.model.events)
-        @rule(data=st.data(), quantity=st.integers(1, 5))
+        @rule(data=st.data(), quantity=QUANTITY)
         def reserve_with_key(self, data: st.DataObject, quantity: int) -> None:
             self.call_reserve(data, quantity, data.draw(st.sampled_from(self.key_pool)))
 
         @precondition(lambda self: self.model.events)
-        @rule(data=st.data(), quantity=st.integers(1, 5))
+        @rule(data=st.data(), quantity=QUANTITY)
         def insert_lapsed_hold(self, data: st.DataObject, quantity: int) -> None:
             event_id = data.draw(st.sampled_from(sorted(self.model.events)), label="event")
             fp = data.draw(st.sampled_from(self.fingerprints), label="buyer")
             self.add_lapsed_hold(event_id, fp, quantity)
+
+        @precondition(lambda self: self.model.events)
+        @rule(
+            data=st.data(),
+            holds=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3)), min_size=2, max_size=3),
+        )
+        def insert_lapsed_holds(self, data: st.DataObject, holds: list[tuple[int, int]]) -> None:
+            """Several lapsed holds of one event in one INSERT: the statement trigger counts
+            them together and never reclaims them while counting them."""
+            event_id = self.pick(data, sorted(self.model.events), self.model.lapsed_holds, "event")
+            items = [(self.fingerprints[b], q) for b, q in holds]
+            prediction = self.model.predict_holds(event_id, items)
+            params = {
+                "event_id": event_id,
+                "fingerprints": [fp for fp, _ in items],
+                "quantities": [q for _, q in items],
+            }
+            rows, refusal = run_sql(conn, INSERT_LAPSED_MANY, params)
+            self.count("insert_lapsed_holds", translate(refusal) if refusal else None)
+            if prediction.kind != "ok":
+                assert refusal is not None, prediction
+                assert refusal.sqlstate == ("TK002" if prediction.kind == "limit" else "TK001")
+                self.assert_refused_like(translate(refusal), prediction)
+                return
+            assert refusal is None, (refusal, prediction)
+            ids = sorted(int(r[0]) for r in rows)
+            assert len(ids) == len(items)
+            for a in prediction.reclaimed:
+                a.status = EXPIRED
+            OPS["insert_lapsed_holds:reclaimed_lapsed"] += len(prediction.reclaimed)
+            for alloc_id, (fp, q) in zip(ids, items, strict=True):
+                assert alloc_id not in self.model.allocs
+                self.model.allocs[alloc_id] = ModelAllocation(
+                    alloc_id, event_id, fp, q, RESERVED, True, None
+                )
 
         def add_lapsed_hold(self, event_id: int, fp: str, quantity: int) -> None:
             """A hold inserted by raw SQL that lapsed an hour ago: the triggers count it."""
@@ -553,15 +632,7 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
             """UPDATE allocations SET status by raw SQL: the guard allows the state machine only."""
             alloc = self.pick_allocation(data, lambda a: a.status in (RESERVED, PURCHASED))
             before = self.snapshot()
-            expected: str | None = None  # the SQLSTATE of the refusal, None when allowed
-            if new_status == alloc.status:
-                expected = None
-            elif (alloc.status, new_status) not in LEGAL:
-                expected = "TK003"
-            elif new_status == PURCHASED and alloc.lapsed:
-                expected = "TK004"
-            elif new_status == EXPIRED and not alloc.lapsed:
-                expected = "TK003"
+            expected = self.model.transition_refusal(alloc, new_status)
             _, refusal = run_sql(
                 conn, "UPDATE allocations SET status = %s WHERE id = %s", (new_status, alloc.id)
             )
@@ -571,10 +642,46 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
                 assert self.snapshot() == before
                 return
             assert expected is None, (alloc, new_status)
-            if new_status == PURCHASED and alloc.status != PURCHASED:
-                alloc.ticketed = True  # the trigger issued its tickets
-            alloc.status = new_status
+            self.model.set_status(alloc, new_status)
             self.check_allocation(alloc)
+
+        @precondition(lambda self: len(self.model.allocs) >= 2)
+        @rule(data=st.data())
+        def raw_status_changes(self, data: st.DataObject) -> None:
+            """Several status changes in one UPDATE: all allowed, or refused as a whole."""
+            ids = data.draw(
+                st.lists(
+                    st.sampled_from(sorted(self.model.allocs)), min_size=2, max_size=4, unique=True
+                ),
+                label="allocations",
+            )
+            changes = []
+            for alloc_id in ids:  # mostly allowed changes, so that some statements succeed
+                a = self.model.allocs[alloc_id]
+                allowed = [s for s in STATUSES if self.model.transition_refusal(a, s) is None]
+                new_status = data.draw(
+                    st.one_of(st.sampled_from(allowed), st.sampled_from(STATUSES)),
+                    label=f"status of {alloc_id}",
+                )
+                changes.append((a, new_status))
+            refusals = {self.model.transition_refusal(a, s) for a, s in changes} - {None}
+            before = self.snapshot()
+            _, refusal = run_sql(
+                conn, UPDATE_STATUSES, {"ids": ids, "statuses": [s for _, s in changes]}
+            )
+            self.count("raw_status_changes", translate(refusal) if refusal else None)
+            if refusals:
+                # The first row refused stops the statement; which one comes first is the
+                # executor's choice.
+                assert refusal is not None, changes
+                assert refusal.sqlstate in refusals, (changes, refusal)
+                assert self.snapshot() == before
+                return
+            assert refusal is None, (changes, refusal)
+            for a, s in changes:
+                self.model.set_status(a, s)
+            for a, _ in changes:
+                self.check_allocation(a)
 
         @precondition(lambda self: self.model.events)
         @rule(data=st.data())
