@@ -36,6 +36,7 @@ CONSTRAINTS = {
     "events_total_tickets_range": ("events", "c"),
     "events_max_per_buyer_range": ("events", "c"),
     "events_updated_after_created": ("events", "c"),
+    "events_starts_at_range": ("events", "c"),
     "allocations_pkey": ("allocations", "p"),
     "allocations_event_id_fkey": ("allocations", "f"),
     "allocations_fingerprint_length": ("allocations", "c"),

@@ -73,14 +73,12 @@ def test_python_m_matches_the_console_script() -> None:
 def test_migrate_twice_is_a_no_op_the_second_time(empty_url: str) -> None:
     dry = run("migrate", "--dry-run", url=empty_url)
     assert dry.returncode == 0
-    assert "4 pending" in dry.stdout
+    ids = db.migration_ids()
+    assert f"{len(ids)} pending" in dry.stdout
     first = run("migrate", url=empty_url)
     assert first.returncode == 0, first.stderr
     assert [line for line in first.stdout.splitlines() if line.startswith("applied")] == [
-        "applied 0001_events",
-        "applied 0002_allocations",
-        "applied 0003_tickets",
-        "applied 0004_inventory",
+        f"applied {migration_id}" for migration_id in ids
     ]
     second = run("migrate", url=empty_url)
     assert second.returncode == 0
@@ -95,10 +93,11 @@ def test_migrate_rollback_last_asks_unless_yes(empty_url: str) -> None:
     assert db.pending_migrations(empty_url) == []
     undone = run("migrate", "--rollback-last", "--yes", url=empty_url)
     assert undone.returncode == 0, undone.stderr
-    assert undone.stdout.strip() == "rolled back 0004_inventory"
-    assert db.pending_migrations(empty_url) == ["0004_inventory"]
+    last = db.migration_ids()[-1]
+    assert undone.stdout.strip() == f"rolled back {last}"
+    assert db.pending_migrations(empty_url) == [last]
     again = run("migrate", url=empty_url)
-    assert again.stdout.splitlines()[0] == "applied 0004_inventory"
+    assert again.stdout.splitlines()[0] == f"applied {last}"
 
 
 def test_demo_sells_out_exactly(dsn: str) -> None:

@@ -207,6 +207,8 @@ def test_migrate_on_an_up_to_date_database_applies_nothing(dsn: str) -> None:
         "0002_allocations",
         "0003_tickets",
         "0004_inventory",
+        "0005_events_starts_at_range",
+        "0006_events_starts_at_validate",
     ]
     assert db.pending_migrations(dsn) == []
     assert db.migrate(dsn) == []

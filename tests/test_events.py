@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from ticketing import allocations, events
-from ticketing.errors import EventNotFound, NotFound, TicketingError
+from ticketing.errors import EventNotFound, InvalidInput, NotFound, TicketingError
 from ticketing.models import Availability, Event
 
 T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
@@ -229,3 +229,58 @@ def test_reserve_with_key_on_missing_event_raises_event_not_found(
             conn, event_id=MISSING_ID, fingerprint="alice", quantity=1, idempotency_key="k1"
         )
     assert _count(conn, "allocations") == 0
+
+
+# --- starts_at range ------------------------------------------------------------------------
+
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+# Session time zones with the widest offsets either way, and a half-hour one.
+ZONES = ["Pacific/Kiritimati", "Etc/GMT+12", "Asia/Tokyo", "America/St_Johns", "UTC"]
+
+
+@pytest.mark.parametrize(
+    "starts_at", [EARLIEST, LATEST, LATEST.astimezone(timezone(timedelta(hours=-14)))]
+)
+def test_starts_at_at_either_end_of_its_range_reads_back_in_every_session_time_zone(
+    conn: psycopg.Connection[Any], starts_at: datetime
+) -> None:
+    created = events.create_event(conn, name="edge", starts_at=starts_at, total_tickets=1)
+    for zone in ZONES:
+        conn.execute("SELECT set_config('timezone', %s, false)", (zone,))
+        assert events.get_event(conn, created.id).starts_at == starts_at
+        assert [e.id for e in events.list_events(conn)] == [created.id]
+
+
+@pytest.mark.parametrize(
+    "starts_at",
+    [
+        EARLIEST - timedelta(microseconds=1),
+        LATEST + timedelta(microseconds=1),
+        datetime.max.replace(tzinfo=UTC),
+        datetime.min.replace(tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_starts_at_outside_its_range_is_invalid_input_and_writes_nothing(
+    conn: psycopg.Connection[Any], starts_at: datetime
+) -> None:
+    with pytest.raises(
+        InvalidInput, match="starts_at must be between 0001-01-02 and 9999-12-30 UTC"
+    ):
+        events.create_event(conn, name="edge", starts_at=starts_at, total_tickets=1)
+    assert _count(conn, "events") == 0
+
+
+@pytest.mark.parametrize(
+    "value", ["infinity", "-infinity", "9999-12-31 12:00+00", "0001-01-01 00:00+00"]
+)
+def test_raw_insert_of_a_start_outside_the_range_breaks_events_starts_at_range(
+    conn: psycopg.Connection[Any], value: str
+) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation, match="events_starts_at_range"):
+        conn.execute(
+            "INSERT INTO events (name, starts_at, total_tickets)"
+            " VALUES ('raw', %s::timestamptz, 1)",
+            (value,),
+        )
+    assert _count(conn, "events") == 0

@@ -28,7 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 SQL_DIR = REPO / "sql"
 YOYO = Path(sys.executable).parent / "yoyo"
 
-MIGRATION_IDS = ["0001_events", "0002_allocations", "0003_tickets", "0004_inventory"]
+MIGRATION_IDS = [
+    "0001_events",
+    "0002_allocations",
+    "0003_tickets",
+    "0004_inventory",
+    "0005_events_starts_at_range",
+    "0006_events_starts_at_validate",
+]
 OUR_TABLES = {
     "events",
     "allocations",
@@ -267,7 +274,7 @@ def test_migrate_uses_the_same_files_as_the_repositorys_sql_directory() -> None:
 
 def test_every_sql_file_is_a_migration_or_a_rollback() -> None:
     names = [path.name for path in _sql_files()]
-    assert len(names) == 8
+    assert len(names) == 2 * len(MIGRATION_IDS)
     assert [name for name in names if not FILE_NAME.fullmatch(name)] == []
 
 

@@ -6,7 +6,7 @@ give a clear `InvalidInput` and to keep bad values off the wire.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ticketing.errors import InvalidInput
 
@@ -18,6 +18,11 @@ MAX_HOLD = timedelta(days=7)
 MAX_LIMIT = 10_000
 MAX_SLOTS = 64
 MAX_ID = 2**63 - 1
+# A stored timestamp must read back in every session time zone (offsets up to
+# about 16 hours) as a Python datetime (years 1..9999): a day of margin at
+# each end. Matches the events_starts_at_range CHECK.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 def text(field: str, value: object) -> str:
@@ -56,6 +61,17 @@ def aware(field: str, value: object) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput(f"{field} must be timezone-aware")
     return value
+
+
+def instant(field: str, value: object) -> datetime:
+    """A timezone-aware datetime that can be stored: within EARLIEST..LATEST."""
+    moment = aware(field, value)
+    if not EARLIEST <= moment <= LATEST:
+        raise InvalidInput(
+            f"{field} must be between {EARLIEST.date().isoformat()} and"
+            f" {LATEST.date().isoformat()} UTC, got {moment.isoformat()}"
+        )
+    return moment
 
 
 def hold(value: object) -> timedelta:

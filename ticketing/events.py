@@ -36,7 +36,7 @@ def create_event(
     """
     params = {
         "name": check.text("name", name),
-        "starts_at": check.aware("starts_at", starts_at),
+        "starts_at": check.instant("starts_at", starts_at),
         "total_tickets": check.integer("total_tickets", total_tickets, 1, check.MAX_TOTAL_TICKETS),
         "max_per_buyer": None
         if max_per_buyer is None
