@@ -7,6 +7,12 @@ own clone. The server is the one at TICKETING_TEST_HOST:TICKETING_TEST_PORT
 throwaway cluster started by ticketing.embedded, the same code the
 `ticketing` command uses (as the postgres OS user when running as root).
 Set TICKETING_TEST_SERVER=throwaway to force the latter.
+
+Tests use the API the way a service does: `dsn` and `conn` log in as
+APP_LOGIN, a login role that holds only ticketing_app (migration 0008).
+`admin_dsn` and `admin_conn` are the superuser that ran the migrations, for
+tests that need what the application may not do (DDL, capacity changes,
+writes to internal tables, terminating backends).
 """
 
 from __future__ import annotations
@@ -29,6 +35,22 @@ PORT = int(os.environ.get("TICKETING_TEST_PORT", "5432"))
 USER = os.environ.get("TICKETING_TEST_USER", "postgres")
 # Per run, so that concurrent runs against one server do not share a template.
 TEST_DBNAME = f"ticketing_tests_{os.getpid()}"
+# A login role with ticketing_app's privileges and no others (roles belong to
+# the cluster: created once, shared by every test database).
+APP_LOGIN = "ticketing_test_app"
+CREATE_APP_LOGIN = f"""
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_LOGIN}') THEN
+        CREATE ROLE {APP_LOGIN} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT;
+    END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+ALTER ROLE {APP_LOGIN} INHERIT;
+GRANT ticketing_app TO {APP_LOGIN};
+"""
 
 
 def _url(host: str, port: int | str, user: str, dbname: str, password: str | None) -> str:
@@ -81,12 +103,15 @@ def pg_server(request: pytest.FixtureRequest) -> NoopExecutor:
     """The server under test, with the template database built."""
     name = "pg_running" if _server_answers() else "pg_throwaway"
     server: NoopExecutor = request.getfixturevalue(name)
+    url = _url(server.host, server.port, server.user, "postgres", server.password)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(CREATE_APP_LOGIN)
     return server
 
 
 @pytest.fixture
-def dsn(pg_server: NoopExecutor) -> Iterator[str]:
-    """A fresh database cloned from the migrated template; its URL."""
+def admin_dsn(pg_server: NoopExecutor) -> Iterator[str]:
+    """A fresh database cloned from the migrated template; its superuser URL."""
     dbname = f"t_{uuid.uuid4().hex[:16]}"
     janitor = DatabaseJanitor(
         user=pg_server.user,
@@ -101,9 +126,26 @@ def dsn(pg_server: NoopExecutor) -> Iterator[str]:
 
 
 @pytest.fixture
+def dsn(admin_dsn: str) -> str:
+    """The same database's URL for APP_LOGIN, which holds only ticketing_app."""
+    params = psycopg.conninfo.conninfo_to_dict(admin_dsn)
+    return _url(str(params["host"]), str(params["port"]), APP_LOGIN, str(params["dbname"]), None)
+
+
+@pytest.fixture
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection to the test's database, as `ticketing.db.connect` opens it."""
+    """An autocommit connection as APP_LOGIN, as `ticketing.db.connect` opens it."""
     connection = db.connect(dsn)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit superuser connection to the same database."""
+    connection = db.connect(admin_dsn)
     try:
         yield connection
     finally:
