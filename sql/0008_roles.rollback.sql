@@ -14,6 +14,7 @@ REVOKE ALL (event_id, fingerprint, quantity, expires_at, idempotency_key) ON all
 FROM ticketing_app;
 REVOKE ALL (status) ON allocations FROM ticketing_app;
 REVOKE EXECUTE ON FUNCTION inventory_resplit(bigint, integer) FROM ticketing_app;
+REVOKE SELECT ON _yoyo_migration FROM ticketing_app;
 
 ALTER FUNCTION events_open_inventory() SECURITY INVOKER RESET search_path;
 ALTER FUNCTION events_guard_capacity() SECURITY INVOKER RESET search_path;

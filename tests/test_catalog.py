@@ -27,6 +27,8 @@ OUR_TABLES = [
     "inventory_slots",
     "buyer_inventory",
     "ticket_number_pool",
+    "allocation_history",
+    "event_history",
 ]
 
 # name -> (table, contype): p primary key, f foreign key, u unique, c check, x exclusion.
@@ -70,6 +72,11 @@ CONSTRAINTS = {
     "ticket_number_pool_pkey": ("ticket_number_pool", "p"),
     "ticket_number_pool_event_id_fkey": ("ticket_number_pool", "f"),
     "ticket_number_pool_number_positive": ("ticket_number_pool", "c"),
+    "allocation_history_pkey": ("allocation_history", "p"),
+    "allocation_history_old_both_or_neither": ("allocation_history", "c"),
+    "allocation_history_status_valid": ("allocation_history", "c"),
+    "event_history_pkey": ("event_history", "p"),
+    "event_history_old_total_unless_created": ("event_history", "c"),
 }
 
 # name -> (table, columns, referenced table, referenced columns, ON DELETE action):
@@ -165,6 +172,19 @@ INDEXES = {
         "CREATE UNIQUE INDEX ticket_number_pool_pkey ON public.ticket_number_pool"
         " USING btree (event_id, number)"
     ),
+    "allocation_history_pkey": (
+        "CREATE UNIQUE INDEX allocation_history_pkey ON public.allocation_history USING btree (id)"
+    ),
+    "allocation_history_allocation_id_idx": (
+        "CREATE INDEX allocation_history_allocation_id_idx ON public.allocation_history"
+        " USING btree (allocation_id, id)"
+    ),
+    "event_history_pkey": (
+        "CREATE UNIQUE INDEX event_history_pkey ON public.event_history USING btree (id)"
+    ),
+    "event_history_event_id_idx": (
+        "CREATE INDEX event_history_event_id_idx ON public.event_history USING btree (event_id, id)"
+    ),
 }
 
 # name -> (table, unique, predicate): every partial index, and nothing else is partial.
@@ -237,6 +257,37 @@ TRIGGERS = {
         "tickets",
         "BEFORE DELETE OR UPDATE ON public.tickets"
         " FOR EACH ROW EXECUTE FUNCTION tickets_guard_change()",
+    ),
+    "allocations_record_inserted": (
+        "allocations",
+        "AFTER INSERT ON public.allocations REFERENCING NEW TABLE AS new_rows"
+        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_record_inserted()",
+    ),
+    "allocations_record_updated": (
+        "allocations",
+        "AFTER UPDATE ON public.allocations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
+        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_record_updated()",
+    ),
+    "events_record_created": (
+        "events",
+        "AFTER INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION events_record_capacity()",
+    ),
+    "events_record_capacity": (
+        "events",
+        "AFTER UPDATE OF total_tickets, max_per_buyer ON public.events FOR EACH ROW"
+        " WHEN (((old.total_tickets IS DISTINCT FROM new.total_tickets)"
+        " OR (old.max_per_buyer IS DISTINCT FROM new.max_per_buyer)))"
+        " EXECUTE FUNCTION events_record_capacity()",
+    ),
+    "allocation_history_append_only": (
+        "allocation_history",
+        "BEFORE DELETE OR UPDATE OR TRUNCATE ON public.allocation_history"
+        " FOR EACH STATEMENT EXECUTE FUNCTION ledger_guard_append_only()",
+    ),
+    "event_history_append_only": (
+        "event_history",
+        "BEFORE DELETE OR UPDATE OR TRUNCATE ON public.event_history"
+        " FOR EACH STATEMENT EXECUTE FUNCTION ledger_guard_append_only()",
     ),
 }
 
@@ -398,13 +449,15 @@ def test_triggers_exist_by_name_on_the_right_tables(conn: psycopg.Connection[Any
     }
     assert found == TRIGGERS
     assert {enabled for *_, enabled in rows} == {"O"}
-    # One statement trigger per kind of change: counters, limits and tickets move together.
+    # One statement trigger per kind of change moves counters, limits and tickets
+    # together; the other records the change in the ledger (it fires second: names
+    # order triggers of the same kind).
     after_update_statement = sorted(
         name
         for name, (table, definition) in TRIGGERS.items()
         if table == "allocations" and definition.startswith("AFTER UPDATE ON")
     )
-    assert after_update_statement == ["allocations_count_updated"]
+    assert after_update_statement == ["allocations_count_updated", "allocations_record_updated"]
 
 
 # --- query plans -------------------------------------------------------------------------

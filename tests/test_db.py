@@ -14,7 +14,7 @@ from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from ticketing import allocations, db, events, tickets
-from ticketing.errors import ConnectionLost, InvalidInput, TicketingError
+from ticketing.errors import ConnectionLost, Forbidden, InvalidInput, TicketingError
 
 T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 
@@ -201,7 +201,7 @@ def test_create_pool_honours_autocommit_false(dsn: str) -> None:
 # --- migrations helpers on an up-to-date database ------------------------------------------
 
 
-def test_migrate_on_an_up_to_date_database_applies_nothing(dsn: str) -> None:
+def test_migrate_on_an_up_to_date_database_applies_nothing(admin_dsn: str) -> None:
     assert db.migration_ids() == [
         "0001_events",
         "0002_allocations",
@@ -209,11 +209,22 @@ def test_migrate_on_an_up_to_date_database_applies_nothing(dsn: str) -> None:
         "0004_inventory",
         "0005_events_starts_at_range",
         "0006_events_starts_at_validate",
+        "0007_ledger",
+        "0008_roles",
     ]
-    assert db.pending_migrations(dsn) == []
-    assert db.migrate(dsn) == []
-    assert db.pending_migrations(dsn) == []
+    assert db.pending_migrations(admin_dsn) == []
+    assert db.migrate(admin_dsn) == []
+    assert db.pending_migrations(admin_dsn) == []
     assert (db.migrations_dir() / "0001_events.sql").is_file()
+
+
+def test_the_application_role_sees_pending_migrations_but_cannot_migrate(dsn: str) -> None:
+    assert db.pending_migrations(dsn) == []
+    with pytest.raises(Forbidden, match="permission denied for table yoyo_lock"):
+        db.migrate(dsn)
+    with pytest.raises(Forbidden, match="permission denied for table yoyo_lock"):
+        db.rollback_last(dsn)
+    assert db.pending_migrations(dsn) == []
 
 
 def test_yoyo_url_forms() -> None:

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +22,8 @@ from psycopg import conninfo
 from pytest_postgresql.executors import NoopExecutor
 from yoyo import get_backend, read_migrations
 
-from ticketing import db
+from ticketing import admin as operator
+from ticketing import allocations, db, events
 from ticketing.errors import ConnectionLost, DatabaseError, InvalidInput, TicketingError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +37,8 @@ MIGRATION_IDS = [
     "0004_inventory",
     "0005_events_starts_at_range",
     "0006_events_starts_at_validate",
+    "0007_ledger",
+    "0008_roles",
 ]
 OUR_TABLES = {
     "events",
@@ -45,6 +49,8 @@ OUR_TABLES = {
     "buyer_inventory",
     "ticket_number_pool",
     "event_counters",
+    "allocation_history",
+    "event_history",
 }
 OUR_FUNCTIONS = {
     "set_updated_at",
@@ -67,9 +73,19 @@ OUR_FUNCTIONS = {
     "tickets_guard_insert",
     "tickets_guard_change",
     "events_check_ticket_numbers",
+    "allocations_record_inserted",
+    "allocations_record_updated",
+    "events_record_capacity",
+    "ledger_guard_append_only",
 }
 OUR_TYPES = {"allocation_change"}
-OUR_SEQUENCES = {"events_id_seq", "allocations_id_seq", "tickets_id_seq"}  # identity columns
+OUR_SEQUENCES = {  # identity columns
+    "events_id_seq",
+    "allocations_id_seq",
+    "tickets_id_seq",
+    "allocation_history_id_seq",
+    "event_history_id_seq",
+}
 NOTHING: dict[str, set[str]] = {
     "tables": set(),
     "sequences": set(),
@@ -484,3 +500,43 @@ def test_migrate_of_an_unreachable_port_raises_connection_lost(
     with pytest.raises(ConnectionLost) as raised:
         db.migrate(dsn)
     assert isinstance(raised.value.__cause__, psycopg.OperationalError)
+
+
+def _apply_up_to(url: str, last: str) -> list[str]:
+    backend = get_backend(db.yoyo_url(url))
+    try:
+        migrations = read_migrations(str(db.migrations_dir())).filter(lambda m: m.id <= last)
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()
+
+
+def test_the_ledger_opens_with_the_rows_that_existed_before_it(fresh_db: FreshDb) -> None:
+    assert _apply_up_to(fresh_db.url, "0006_events_starts_at_validate") == MIGRATION_IDS[:6]
+    with db.connect(fresh_db.url) as conn:
+        event = events.create_event(
+            conn,
+            name="before",
+            starts_at=datetime(2030, 1, 1, tzinfo=UTC),
+            total_tickets=10,
+            max_per_buyer=4,
+        )
+        held = allocations.reserve(conn, event_id=event.id, fingerprint="ann", quantity=2)
+        bought = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=3)
+        allocations.purchase(conn, allocation_id=bought.id, fingerprint="bob")
+    assert db.migrate(fresh_db.url) == ["0007_ledger", "0008_roles"]
+    with db.connect(fresh_db.url) as conn:
+        assert operator.check_invariants(conn) == []
+        entries = conn.execute(
+            "SELECT allocation_id, old_status, new_status, new_quantity "
+            "FROM allocation_history ORDER BY id"
+        ).fetchall()
+        assert entries == [(held.id, None, "reserved", 2), (bought.id, None, "purchased", 3)]
+        assert conn.execute(
+            "SELECT event_id, created, new_total_tickets, new_max_per_buyer FROM event_history"
+        ).fetchall() == [(event.id, True, 10, 4)]
+        allocations.cancel(conn, allocation_id=bought.id, fingerprint="bob")
+        assert operator.check_invariants(conn) == []

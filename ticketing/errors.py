@@ -66,6 +66,10 @@ class Busy(TicketingError):
     """A lock wait, deadlock or serialization failure that retries did not resolve."""
 
 
+class Forbidden(TicketingError):
+    """The database refused the write: the role lacks the privilege, or the ledger is append-only."""
+
+
 class DatabaseError(TicketingError):
     """A database error the layer has no more specific name for."""
 
@@ -82,6 +86,8 @@ HOLD_EXPIRED = "TK004"
 FORBIDDEN_CHANGE = "TK005"
 CAPACITY_BELOW_LIVE = "TK006"
 INVENTORY_MISSING = "TK007"  # an event without its event_inventory row: a damaged schema
+APPEND_ONLY = "TK008"  # UPDATE, DELETE or TRUNCATE of a ledger table by a role not its owner
+INSUFFICIENT_PRIVILEGE = "42501"
 
 # Constraint names whose violation means the caller asked for something invalid.
 _NOT_FOUND_BY_CONSTRAINT: dict[str, type[NotFound]] = {
@@ -119,6 +125,8 @@ def translate(exc: psycopg.Error) -> TicketingError:
         return InvalidTransition(message)
     if state == CAPACITY_BELOW_LIVE:
         return InvalidInput(message)
+    if state in (APPEND_ONLY, INSUFFICIENT_PRIVILEGE):
+        return Forbidden(message)
     if isinstance(exc, pg.ForeignKeyViolation) and constraint in _NOT_FOUND_BY_CONSTRAINT:
         # DETAIL names the missing key: Key (event_id)=(42) is not present in table "events".
         missing = exc.diag.message_detail or message

@@ -154,6 +154,99 @@ JOIN LATERAL (
 WHERE sl.reserved - lapsed.quantity <> live.quantity
 ORDER BY e.id;
 
+-- name: check_ledger_allocations
+-- The ledger replays to the allocations: each allocation's entries (in id
+-- order) start with its insert (or its opening entry, for allocations older
+-- than the ledger), each later entry starts where the one
+-- before ended, on the same event and buyer, by an allowed transition (or a
+-- quantity change of a hold), and the last one ends at the allocation's
+-- current status and quantity. No entry names a missing allocation.
+WITH entries AS (
+    SELECT h.id, h.allocation_id, h.event_id, h.fingerprint, h.old_status, h.new_status,
+           h.old_quantity, h.new_quantity,
+           lag(h.new_status) OVER w AS prev_status,
+           lag(h.new_quantity) OVER w AS prev_quantity,
+           lag(h.event_id) OVER w AS prev_event_id,
+           lag(h.fingerprint) OVER w AS prev_fingerprint,
+           row_number() OVER w AS step,
+           lead(h.id) OVER w IS NULL AS last
+    FROM allocation_history AS h
+    WINDOW w AS (PARTITION BY h.allocation_id ORDER BY h.id)
+), problems AS (
+    SELECT allocation_id, id AS entry_id,
+           format('allocation %s: ledger entry %s records %s x%s -> %s x%s after %s x%s',
+                  allocation_id, id, coalesce(old_status, 'insert'),
+                  coalesce(old_quantity::text, '-'), new_status, new_quantity,
+                  coalesce(prev_status, 'nothing'), coalesce(prev_quantity::text, '-')) AS message
+    FROM entries
+    WHERE (step = 1 AND old_status IS NOT NULL)
+       OR (step > 1 AND ((old_status, old_quantity, event_id, fingerprint)
+                         IS DISTINCT FROM (prev_status, prev_quantity, prev_event_id,
+                                           prev_fingerprint)
+                         OR (old_status = new_status AND (old_status <> 'reserved'
+                                                          OR old_quantity = new_quantity))
+                         OR (old_status <> new_status
+                             AND (old_status, new_status) NOT IN (
+                                 ('reserved', 'purchased'), ('reserved', 'cancelled'),
+                                 ('reserved', 'expired'), ('purchased', 'cancelled')))))
+    UNION ALL
+    SELECT coalesce(a.id, e.allocation_id), 0,
+           format('allocation %s is %s, its ledger replays to %s', coalesce(a.id, e.allocation_id),
+                  CASE WHEN a.id IS NULL THEN 'missing'
+                       ELSE format('%s x%s (event %s, buyer %s)', a.status, a.quantity,
+                                   a.event_id, a.fingerprint) END,
+                  CASE WHEN e.id IS NULL THEN 'nothing'
+                       ELSE format('%s x%s (event %s, buyer %s)', e.new_status, e.new_quantity,
+                                   e.event_id, e.fingerprint) END)
+    FROM allocations AS a
+    FULL JOIN (SELECT * FROM entries WHERE last) AS e ON e.allocation_id = a.id
+    WHERE (a.status, a.quantity, a.event_id, a.fingerprint)
+          IS DISTINCT FROM (e.new_status, e.new_quantity, e.event_id, e.fingerprint)
+)
+SELECT message FROM problems ORDER BY allocation_id, entry_id;
+
+-- name: check_ledger_events
+-- The ledger replays to the events' capacities: each event's entries start
+-- with its creation, each later one starts where the one before ended and
+-- changes something, and the last one ends at the current total_tickets and
+-- max_per_buyer. No entry names a missing event.
+WITH entries AS (
+    SELECT h.id, h.event_id, h.created, h.old_total_tickets, h.new_total_tickets,
+           h.old_max_per_buyer, h.new_max_per_buyer,
+           lag(h.new_total_tickets) OVER w AS prev_total,
+           lag(h.new_max_per_buyer) OVER w AS prev_max,
+           row_number() OVER w AS step,
+           lead(h.id) OVER w IS NULL AS last
+    FROM event_history AS h
+    WINDOW w AS (PARTITION BY h.event_id ORDER BY h.id)
+), problems AS (
+    SELECT event_id, id AS entry_id,
+           format('event %s: ledger entry %s records total %s -> %s, max %s -> %s after total %s, max %s',
+                  event_id, id, coalesce(old_total_tickets::text, 'created'), new_total_tickets,
+                  coalesce(old_max_per_buyer::text, '-'), coalesce(new_max_per_buyer::text, '-'),
+                  coalesce(prev_total::text, 'nothing'), coalesce(prev_max::text, '-')) AS message
+    FROM entries
+    WHERE (step = 1) <> created
+       OR (step > 1 AND ((old_total_tickets, old_max_per_buyer)
+                         IS DISTINCT FROM (prev_total, prev_max)
+                         OR (old_total_tickets, old_max_per_buyer)
+                            IS NOT DISTINCT FROM (new_total_tickets, new_max_per_buyer)))
+    UNION ALL
+    SELECT coalesce(ev.id, e.event_id), 0,
+           format('event %s has %s, its ledger replays to %s', coalesce(ev.id, e.event_id),
+                  CASE WHEN ev.id IS NULL THEN 'no row'
+                       ELSE format('total %s, max %s', ev.total_tickets,
+                                   coalesce(ev.max_per_buyer::text, '-')) END,
+                  CASE WHEN e.id IS NULL THEN 'nothing'
+                       ELSE format('total %s, max %s', e.new_total_tickets,
+                                   coalesce(e.new_max_per_buyer::text, '-')) END)
+    FROM events AS ev
+    FULL JOIN (SELECT * FROM entries WHERE last) AS e ON e.event_id = ev.id
+    WHERE (ev.id, ev.total_tickets, ev.max_per_buyer)
+          IS DISTINCT FROM (e.event_id, e.new_total_tickets, e.new_max_per_buyer)
+)
+SELECT message FROM problems ORDER BY event_id, entry_id;
+
 -- name: status
 -- Events with their availability, as get_availability computes it.
 SELECT e.id, e.name, e.starts_at, i.total_tickets,
