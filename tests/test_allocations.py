@@ -672,9 +672,12 @@ def test_expire_due_counts_and_respects_limit(conn: psycopg.Connection[Any]) -> 
     assert _buyer(conn, one.id, "dave") == 4
 
 
-def test_expire_due_on_raw_lapsed_rows(conn: psycopg.Connection[Any]) -> None:
+def test_expire_due_on_raw_lapsed_rows(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     event = _event(conn, total=20)
-    conn.execute(
+    # Setting created_at takes the superuser: the application may not.
+    admin_conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
         " SELECT %s, 'buyer' || g, 1, now() - interval '1 hour', now() - interval '1 minute'"
         " FROM generate_series(1, 12) AS g",

@@ -195,9 +195,12 @@ def test_lapsed_holds_count_as_available_before_any_sweep(conn: psycopg.Connecti
     assert _counters(conn, event.id) == (7, 0)
 
 
-def test_lapsed_raw_hold_counts_as_available(conn: psycopg.Connection[Any]) -> None:
+def test_lapsed_raw_hold_counts_as_available(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
-    conn.execute(
+    # Setting created_at takes the superuser: the application may not.
+    admin_conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
         " VALUES (%s, 'carol', 5, now() - interval '2 hours', now() - interval '1 hour')",
         (event.id,),

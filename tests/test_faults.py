@@ -80,10 +80,11 @@ def locked(dsn: str, query: LiteralString, *params: Any) -> Iterator[list[tuple[
         blocker.close()
 
 
-def slots_locked(dsn: str, event_id: int) -> Any:
-    """Every inventory slot of the event, locked by another session."""
+def slots_locked(admin_dsn: str, event_id: int) -> Any:
+    """Every inventory slot of the event, locked by another session (an operator's: the
+    application may not lock slots, which takes UPDATE privilege)."""
     return locked(
-        dsn,
+        admin_dsn,
         "SELECT slot FROM inventory_slots WHERE event_id = %s ORDER BY slot FOR UPDATE",
         event_id,
     )
@@ -188,7 +189,11 @@ CALLS = ["reserve", "reserve-with-key", "purchase"]
 
 @pytest.mark.parametrize("name", CALLS)
 def test_backend_terminated_while_waiting_on_a_lock(
-    dsn: str, conn: psycopg.Connection[Any], name: str
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    admin_dsn: str,
+    admin_conn: psycopg.Connection[Any],
+    name: str,
 ) -> None:
     event_id = make_event(conn, 300, slots=4)
     held = allocations.reserve(conn, event_id=event_id, fingerprint="holder", quantity=2)
@@ -196,12 +201,12 @@ def test_backend_terminated_while_waiting_on_a_lock(
     victim = db.connect(dsn)
     pid = victim.info.backend_pid
     try:
-        with slots_locked(dsn, event_id) as slots:
+        with slots_locked(admin_dsn, event_id) as slots:
             assert len(slots) == 4
             call = Background(lambda: victim_calls(event_id, held)[name](victim))
-            wait_for_lock_wait(conn, pid)
-            assert scalar(conn, "SELECT pg_terminate_backend(%s)", pid) is True
-            wait_until_gone(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid)
+            wait_for_lock_wait(admin_conn, pid)
+            assert scalar(admin_conn, "SELECT pg_terminate_backend(%s)", pid) is True
+            wait_until_gone(admin_conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid)
         call.join()
     finally:
         victim.close()
@@ -217,7 +222,7 @@ def test_backend_terminated_while_waiting_on_a_lock(
 
 @pytest.mark.parametrize("name", [*CALLS, "purchase-row-locked"])
 def test_lock_held_elsewhere_gives_busy_within_lock_timeout(
-    dsn: str, conn: psycopg.Connection[Any], name: str
+    dsn: str, conn: psycopg.Connection[Any], admin_dsn: str, name: str
 ) -> None:
     event_id = make_event(conn, 300, slots=4)
     held = allocations.reserve(conn, event_id=event_id, fingerprint="holder", quantity=2)
@@ -226,7 +231,7 @@ def test_lock_held_elsewhere_gives_busy_within_lock_timeout(
         blocker = locked(dsn, "SELECT id FROM allocations WHERE id = %s FOR UPDATE", held.id)
         name = "purchase"
     else:
-        blocker = slots_locked(dsn, event_id)
+        blocker = slots_locked(admin_dsn, event_id)
     with db.connect(dsn) as victim:
         with blocker:
             started = time.monotonic()
@@ -244,13 +249,15 @@ def test_lock_held_elsewhere_gives_busy_within_lock_timeout(
 
 
 @pytest.mark.parametrize("name", CALLS)
-def test_statement_timeout_is_honoured(dsn: str, conn: psycopg.Connection[Any], name: str) -> None:
+def test_statement_timeout_is_honoured(
+    dsn: str, conn: psycopg.Connection[Any], admin_dsn: str, name: str
+) -> None:
     event_id = make_event(conn, 300, slots=4)
     held = allocations.reserve(conn, event_id=event_id, fingerprint="holder", quantity=2)
     before = events.get_availability(conn, event_id)
     with db.connect(dsn, options="-c statement_timeout=500") as victim:
         assert scalar(victim, "SHOW statement_timeout") == "500ms"
-        with slots_locked(dsn, event_id):
+        with slots_locked(admin_dsn, event_id):
             started = time.monotonic()
             with pytest.raises(Busy) as raised:
                 victim_calls(event_id, held)[name](victim)

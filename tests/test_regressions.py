@@ -34,7 +34,8 @@ def _in_thread(dsn: str, sql: str, params: tuple[Any, ...]) -> tuple[threading.T
 
 def _waiting(conn: psycopg.Connection[Any], pattern: str) -> bool:
     row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE %s",
         (pattern,),
     ).fetchone()
     return row is not None and row[0] == 1
@@ -49,14 +50,15 @@ def _wait_until_blocked(conn: psycopg.Connection[Any], pattern: str) -> None:
 
 
 def test_lowering_max_per_buyer_waits_for_a_hold_that_grew(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     event = events.create_event(
         conn, name="limit", starts_at=STARTS_AT, total_tickets=10, max_per_buyer=4
     )
     x = allocations.reserve(conn, event_id=event.id, fingerprint="x", quantity=2)
     y = allocations.reserve(conn, event_id=event.id, fingerprint="y", quantity=2)
-    mover = db.connect(dsn, autocommit=False)
+    # Raw writes of quantity and of the limit take the superuser: the application may not.
+    mover = db.connect(admin_dsn, autocommit=False)
     try:
         # One statement moves a ticket from x to y: no new capacity is taken.
         mover.execute(
@@ -65,9 +67,9 @@ def test_lowering_max_per_buyer_waits_for_a_hold_that_grew(
             (x.id, y.id),
         )
         thread, outcome = _in_thread(
-            dsn, "UPDATE events SET max_per_buyer = 2 WHERE id = %s", (event.id,)
+            admin_dsn, "UPDATE events SET max_per_buyer = 2 WHERE id = %s", (event.id,)
         )
-        _wait_until_blocked(conn, "UPDATE events SET max_per_buyer%")
+        _wait_until_blocked(admin_conn, "UPDATE events SET max_per_buyer%")
         mover.commit()
         thread.join(timeout=30)
     finally:
@@ -79,7 +81,7 @@ def test_lowering_max_per_buyer_waits_for_a_hold_that_grew(
 
 
 def test_cutting_capacity_waits_for_a_purchase_in_flight(
-    dsn: str, conn: psycopg.Connection[Any]
+    dsn: str, conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     event = events.create_event(conn, name="cut", starts_at=STARTS_AT, total_tickets=3)
     sold = allocations.reserve(conn, event_id=event.id, fingerprint="p", quantity=2)
@@ -92,11 +94,12 @@ def test_cutting_capacity_waits_for_a_purchase_in_flight(
         cancel, cancelled = _in_thread(
             dsn, "UPDATE allocations SET status = 'cancelled' WHERE id = %s", (sold.id,)
         )
-        _wait_until_blocked(conn, "UPDATE allocations SET status = 'cancelled'%")
+        # The superuser sees every session's query; the cut is an operator's change.
+        _wait_until_blocked(admin_conn, "UPDATE allocations SET status = 'cancelled'%")
         cut, outcome = _in_thread(
-            dsn, "UPDATE events SET total_tickets = 2 WHERE id = %s", (event.id,)
+            admin_dsn, "UPDATE events SET total_tickets = 2 WHERE id = %s", (event.id,)
         )
-        _wait_until_blocked(conn, "UPDATE events SET total_tickets%")
+        _wait_until_blocked(admin_conn, "UPDATE events SET total_tickets%")
         buyer.commit()
         cancel.join(timeout=30)
         cut.join(timeout=30)

@@ -105,15 +105,16 @@ def statuses(conn: psycopg.Connection[Any], ids: list[int]) -> list[AllocationSt
     return [allocations.get_allocation(conn, i).status for i in ids]
 
 
-def set_total(conn: psycopg.Connection[Any], event_id: int, total: int) -> None:
-    conn.execute("UPDATE events SET total_tickets = %s WHERE id = %s", (total, event_id))
+def set_total(admin_conn: psycopg.Connection[Any], event_id: int, total: int) -> None:
+    """An operator's capacity change: the application may not UPDATE events."""
+    admin_conn.execute("UPDATE events SET total_tickets = %s WHERE id = %s", (total, event_id))
 
 
 @contextmanager
-def pinned(dsn: str, event_id: int, slot: int) -> Iterator[None]:
-    """Lock every slot of the event but `slot` from another connection, so that the
-    SKIP LOCKED fast paths (reserve, purchase, cancel of a hold) can only use `slot`."""
-    other = db.connect(dsn)
+def pinned(admin_dsn: str, event_id: int, slot: int) -> Iterator[None]:
+    """Lock every slot of the event but `slot` from another (superuser) connection, so that
+    the SKIP LOCKED fast paths (reserve, purchase, cancel of a hold) can only use `slot`."""
+    other = db.connect(admin_dsn)
     try:
         with other.transaction():
             locked = other.execute(
@@ -220,12 +221,12 @@ def test_resplit_after_the_first_allocation_is_refused(conn: psycopg.Connection[
 
 
 def test_five_single_free_seats_in_five_slots_serve_a_request_for_five(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
     event_id = make_event(conn, 10, slots=5)
     assert [r[2] for r in slot_rows(conn, event_id)] == [2] * 5
     for s in range(5):
-        with pinned(dsn, event_id, s):
+        with pinned(admin_dsn, event_id, s):
             reserve(conn, event_id, f"single-{s}", 1)
     assert free_by_slot(conn, event_id) == [1, 1, 1, 1, 1]
 
@@ -260,13 +261,13 @@ def test_five_unplaced_singles_then_five_whatever_the_layout(
 
 
 def test_three_free_seats_spread_over_three_slots_serve_a_request_for_three(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
     event_id = make_event(conn, 8, slots=4)
     holds = [reserve(conn, event_id, f"b{i}", 1) for i in range(8)]
     assert reserved_by_slot(conn, event_id) == [2, 2, 2, 2]
     for s in range(3):  # free one seat in each of slots 0, 1, 2
-        with pinned(dsn, event_id, s):
+        with pinned(admin_dsn, event_id, s):
             allocations.cancel(conn, allocation_id=holds[s].id, fingerprint=f"b{s}")
     assert free_by_slot(conn, event_id) == [1, 1, 1, 0]
     assert availability(conn, event_id) == (8, 5, 0, 3)
@@ -377,10 +378,10 @@ def test_purchase_of_a_multi_slot_hold_numbers_tickets_from_the_slots_ranges(
 
 
 def test_purchase_pinned_to_one_slot_takes_numbers_from_its_range(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
     event_id = make_event(conn, 100, slots=4)
-    with pinned(dsn, event_id, 2):
+    with pinned(admin_dsn, event_id, 2):
         hold = reserve(conn, event_id, "b", 5)
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="b")
 
@@ -395,12 +396,12 @@ def test_purchase_pinned_to_one_slot_takes_numbers_from_its_range(
 
 
 def test_cancel_returns_purchased_counts_to_the_slots_that_own_the_numbers(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
     event_id = make_event(conn, 40, slots=4)
     bought: list[Allocation] = []
     for s in range(4):
-        with pinned(dsn, event_id, s):
+        with pinned(admin_dsn, event_id, s):
             hold = reserve(conn, event_id, f"b{s}", 3)
             bought.append(allocations.purchase(conn, allocation_id=hold.id, fingerprint=f"b{s}"))
     assert [s[4] for s in slot_rows(conn, event_id)] == [3, 3, 3, 3]
@@ -457,13 +458,15 @@ def test_lapsed_holds_make_room_next_to_live_ones(conn: psycopg.Connection[Any])
 # --- capacity changes --------------------------------------------------------------------------
 
 
-def test_raising_total_grows_the_last_slot(conn: psycopg.Connection[Any]) -> None:
+def test_raising_total_grows_the_last_slot(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     event_id = make_event(conn, 100, slots=4)
     reserve(conn, event_id, "all", 100)
     with pytest.raises(SoldOut):
         reserve(conn, event_id, "late", 1)
 
-    set_total(conn, event_id, 110)
+    set_total(admin_conn, event_id, 110)
 
     assert slot_rows(conn, event_id) == [
         (0, 1, 25, 25, 0),
@@ -488,18 +491,18 @@ def test_raising_total_grows_the_last_slot(conn: psycopg.Connection[Any]) -> Non
 
 
 def test_lowering_total_moves_holds_out_of_the_top_slots(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     event_id = make_event(conn, 100, slots=4)
-    with pinned(dsn, event_id, 3):
+    with pinned(admin_dsn, event_id, 3):
         top = reserve(conn, event_id, "top", 10)
         lapsed = reserve(conn, event_id, "lapsed", 10, hold=SHORT_HOLD)
-    with pinned(dsn, event_id, 2):
+    with pinned(admin_dsn, event_id, 2):
         middle = reserve(conn, event_id, "middle", 5)
     assert reserved_by_slot(conn, event_id) == [0, 0, 5, 20]
     time.sleep(LAPSE)
 
-    set_total(conn, event_id, 60)
+    set_total(admin_conn, event_id, 60)
 
     assert allocations.get_allocation(conn, lapsed.id).status is AllocationStatus.EXPIRED
     assert statuses(conn, [top.id, middle.id]) == [AllocationStatus.RESERVED] * 2
@@ -531,10 +534,10 @@ def test_lowering_total_moves_holds_out_of_the_top_slots(
 
 
 def test_lowering_below_live_fails_and_changes_nothing(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     event_id = make_event(conn, 100, slots=4)
-    with pinned(dsn, event_id, 3):
+    with pinned(admin_dsn, event_id, 3):
         reserve(conn, event_id, "top", 10)
     hold = reserve(conn, event_id, "other", 20)
     allocations.purchase(conn, allocation_id=hold.id, fingerprint="other")
@@ -542,7 +545,7 @@ def test_lowering_below_live_fails_and_changes_nothing(
     assert sum(r[3] + r[4] for r in before) == 30
 
     with pytest.raises(psycopg.Error) as raised:
-        set_total(conn, event_id, 29)
+        set_total(admin_conn, event_id, 29)
 
     assert raised.value.sqlstate == "TK006"
     assert slot_rows(conn, event_id) == before
@@ -552,42 +555,42 @@ def test_lowering_below_live_fails_and_changes_nothing(
 
 
 def test_lowering_below_a_valid_ticket_number_fails_and_changes_nothing(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     event_id = make_event(conn, 100, slots=4)
-    with pinned(dsn, event_id, 3):
+    with pinned(admin_dsn, event_id, 3):
         hold = reserve(conn, event_id, "top", 2)
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="top")
     assert [t.number for t in tickets.list_for_allocation(conn, hold.id)] == [76, 77]
     before = slot_rows(conn, event_id)
 
     with pytest.raises(psycopg.Error) as raised:
-        set_total(conn, event_id, 76)  # 2 live tickets, but number 77 is valid
+        set_total(admin_conn, event_id, 76)  # 2 live tickets, but number 77 is valid
 
     assert raised.value.sqlstate == "TK006"
     assert slot_rows(conn, event_id) == before
     assert events.get_event(conn, event_id).total_tickets == 100
-    set_total(conn, event_id, 77)
+    set_total(admin_conn, event_id, 77)
     assert slot_rows(conn, event_id)[3] == (3, 76, 2, 0, 2)
     assert_all_good(conn)
 
 
 def test_lowering_into_a_lower_slot_then_raising_keeps_every_number_issuable(
-    dsn: str, conn: psycopg.Connection[Any]
+    conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     """Slot 1 issues (and voids) numbers 11-13; lowering to 5 empties it and moves its range
     start to 6; raising back to 20 gives it 6..20. Its 15 seats must still get 15 numbers
     within 6..20, and every number up to the highest issued there must be valid or pooled."""
     event_id = make_event(conn, 20, slots=2)
-    with pinned(dsn, event_id, 1):
+    with pinned(admin_dsn, event_id, 1):
         hold = reserve(conn, event_id, "early", 3)
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="early")
     assert [t.number for t in tickets.list_for_allocation(conn, hold.id)] == [11, 12, 13]
     allocations.cancel(conn, allocation_id=hold.id, fingerprint="early")
 
-    set_total(conn, event_id, 5)
+    set_total(admin_conn, event_id, 5)
     assert slot_rows(conn, event_id) == [(0, 1, 5, 0, 0), (1, 6, 0, 0, 0)]
-    set_total(conn, event_id, 20)
+    set_total(admin_conn, event_id, 20)
     assert slot_rows(conn, event_id) == [(0, 1, 5, 0, 0), (1, 6, 15, 0, 0)]
     assert admin.check_invariants(conn) == []
 
