@@ -67,7 +67,7 @@ class Busy(TicketingError):
 
 
 class Forbidden(TicketingError):
-    """The database refused the write: the role lacks the privilege, or the ledger is append-only."""
+    """The database refused: the login lacks the privilege, or the ledger is append-only."""
 
 
 class DatabaseError(TicketingError):
