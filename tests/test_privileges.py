@@ -68,9 +68,7 @@ def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]
     """Every row of every table of the layer, in a stable order."""
     with conn.cursor() as cur:
         return {
-            table: cur.execute(
-                f"SELECT * FROM {table} ORDER BY 1, 2"
-            ).fetchall()
+            table: cur.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
             for table in TABLES
         }
 
