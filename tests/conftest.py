@@ -38,7 +38,10 @@ TEST_DBNAME = f"ticketing_tests_{os.getpid()}"
 # A login role with ticketing_app's privileges and no others (roles belong to
 # the cluster: created once, shared by every test database).
 APP_LOGIN = "ticketing_test_app"
+# Role statements are cluster-wide: concurrent runs take turns (a transaction-level
+# advisory lock; "tuple concurrently updated" otherwise).
 CREATE_APP_LOGIN = f"""
+SELECT pg_advisory_xact_lock(hashtext('{APP_LOGIN}'));
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_LOGIN}') THEN
@@ -104,7 +107,7 @@ def pg_server(request: pytest.FixtureRequest) -> NoopExecutor:
     name = "pg_running" if _server_answers() else "pg_throwaway"
     server: NoopExecutor = request.getfixturevalue(name)
     url = _url(server.host, server.port, server.user, "postgres", server.password)
-    with psycopg.connect(url, autocommit=True) as admin:
+    with psycopg.connect(url) as admin, admin.transaction():
         admin.execute(CREATE_APP_LOGIN)
     return server
 

@@ -136,17 +136,20 @@ def test_check_passes_on_a_sound_database(dsn: str) -> None:
     assert "invariant checks passed" in done.stdout
 
 
-def test_check_fails_on_a_planted_violation(dsn: str, conn: psycopg.Connection[Any]) -> None:
+def test_check_fails_on_a_planted_violation(
+    dsn: str, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     event = events.create_event(conn, name="Planted", starts_at=datetime.now(UTC), total_tickets=5)
-    # As superuser, switch the guards off and write an oversold purchase.
-    with conn.transaction():
-        conn.execute("ALTER TABLE allocations DISABLE TRIGGER USER")
-        conn.execute(
+    # As superuser, switch the guards (and the ledger) off and write an oversold purchase.
+    with admin_conn.transaction():
+        admin_conn.execute("ALTER TABLE allocations DISABLE TRIGGER USER")
+        row = admin_conn.execute(
             "INSERT INTO allocations (event_id, fingerprint, quantity, status)"
-            " VALUES (%s, 'intruder', 9, 'purchased')",
+            " VALUES (%s, 'intruder', 9, 'purchased') RETURNING id",
             (event.id,),
-        )
-        conn.execute("ALTER TABLE allocations ENABLE TRIGGER USER")
+        ).fetchone()
+        admin_conn.execute("ALTER TABLE allocations ENABLE TRIGGER USER")
+    assert row is not None
     done = run("check", url=dsn)
     assert done.returncode == 1
     violations = [line for line in done.stdout.splitlines() if line.startswith("violation:")]
@@ -154,12 +157,20 @@ def test_check_fails_on_a_planted_violation(dsn: str, conn: psycopg.Connection[A
         f"violation: event {event.id}: 9 tickets live (9 purchased, 0 held) but total_tickets is 5"
         in violations
     )
-    assert len(violations) == 4  # capacity, tickets issued, event counters, buyer counters
+    assert (
+        f"violation: allocation {row[0]} is purchased x9 (event {event.id}, buyer intruder),"
+        " its ledger replays to nothing" in violations
+    )
+    # capacity, tickets issued, event counters, buyer counters, allocation ledger
+    assert len(violations) == 5
 
 
-def test_sweep_once_expires_lapsed_holds(dsn: str, conn: psycopg.Connection[Any]) -> None:
+def test_sweep_once_expires_lapsed_holds(
+    dsn: str, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     event = events.create_event(conn, name="Sweep", starts_at=datetime.now(UTC), total_tickets=50)
-    conn.execute(
+    # Backdating created_at is the superuser's: the application may not set it.
+    admin_conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
         " SELECT %s, 'b' || n, 1, now() - interval '1 hour', now() - interval '1 minute'"
         " FROM generate_series(1, 7) AS n",

@@ -50,6 +50,7 @@ STATUSES = (RESERVED, PURCHASED, CANCELLED, EXPIRED)
 LEGAL = {(RESERVED, PURCHASED), (RESERVED, CANCELLED), (RESERVED, EXPIRED), (PURCHASED, CANCELLED)}
 
 # A hold that lapsed an hour ago: counted by the triggers like any hold until reclaimed.
+# Run as the superuser: the application role may not set created_at.
 INSERT_LAPSED: LiteralString = """
     INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)
     VALUES (%(event_id)s, %(fingerprint)s, %(quantity)s,
@@ -90,7 +91,11 @@ SNAPSHOT: LiteralString = """
         (SELECT string_agg(t::text, '|' ORDER BY t.id) FROM tickets AS t
          WHERE t.event_id = ANY(%(ids)s)),
         (SELECT string_agg(p::text, '|' ORDER BY p.event_id, p.number)
-         FROM ticket_number_pool AS p WHERE p.event_id = ANY(%(ids)s)))
+         FROM ticket_number_pool AS p WHERE p.event_id = ANY(%(ids)s)),
+        (SELECT string_agg(h::text, '|' ORDER BY h.id) FROM allocation_history AS h
+         WHERE h.event_id = ANY(%(ids)s)),
+        (SELECT string_agg(h::text, '|' ORDER BY h.id) FROM event_history AS h
+         WHERE h.event_id = ANY(%(ids)s)))
 """
 
 TABLES = (
@@ -101,6 +106,8 @@ TABLES = (
     "allocations",
     "tickets",
     "ticket_number_pool",
+    "allocation_history",
+    "event_history",
 )
 COUNTS: LiteralString = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in TABLES)
 # The whole content of every table, for "nothing was written" after a refusal.
@@ -266,8 +273,16 @@ def outcome_name(result: object) -> str:
 ForbiddenAttempt = tuple[LiteralString, dict[str, Any], str]  # sql, params, expected SQLSTATE
 
 
-def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) -> None:
-    """Random sequences of layer calls and raw SQL, each step compared with the model."""
+def run_properties_machine(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], examples: int = 40
+) -> None:
+    """Random sequences of layer calls and raw SQL, each step compared with the model.
+
+    `conn` is the application role: every API call, every read and the raw status
+    changes (which it may make) run there. `admin_conn` is the superuser, for what the
+    application may not do: backdated holds, capacity changes, and the statements
+    only the guards stop (after the application role was refused them).
+    """
 
     class Machine(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -501,7 +516,7 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
                 "fingerprints": [fp for fp, _ in items],
                 "quantities": [q for _, q in items],
             }
-            rows, refusal = run_sql(conn, INSERT_LAPSED_MANY, params)
+            rows, refusal = run_sql(admin_conn, INSERT_LAPSED_MANY, params)
             self.count("insert_lapsed_holds", translate(refusal) if refusal else None)
             if prediction.kind != "ok":
                 assert refusal is not None, prediction
@@ -524,7 +539,9 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
             """A hold inserted by raw SQL that lapsed an hour ago: the triggers count it."""
             prediction = self.model.predict_hold(event_id, fp, quantity)
             rows, refusal = run_sql(
-                conn, INSERT_LAPSED, {"event_id": event_id, "fingerprint": fp, "quantity": quantity}
+                admin_conn,
+                INSERT_LAPSED,
+                {"event_id": event_id, "fingerprint": fp, "quantity": quantity},
             )
             result = translate(refusal) if refusal is not None else int(rows[0][0])
             self.count("insert_lapsed_hold", result)
@@ -686,7 +703,8 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
         @precondition(lambda self: self.model.events)
         @rule(data=st.data())
         def change_capacity(self, data: st.DataObject) -> None:
-            """Raw UPDATE of an event's total_tickets and max_per_buyer (events_guard_capacity).
+            """Raw UPDATE of an event's total_tickets and max_per_buyer (events_guard_capacity),
+            by the superuser: capacity changes are an operator's, never the application's.
 
             Lowering either first reclaims the event's lapsed holds; then it is refused
             (TK006) below a valid ticket's number, below what is live, or below a buyer's
@@ -724,7 +742,7 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
             )
             before = self.snapshot()
             _, refusal = run_sql(
-                conn,
+                admin_conn,
                 "UPDATE events SET total_tickets = %(total)s, max_per_buyer = %(max)s"
                 " WHERE id = %(id)s",
                 {"total": total, "max": limit, "id": ev.id},
@@ -749,7 +767,7 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
                 kinds.setdefault(kind, []).append((sql, params, state))
 
             for a in self.model.allocs.values():
-                p = {"id": a.id, "event_id": a.event_id}
+                p: dict[str, Any] = {"id": a.id, "event_id": a.event_id}
                 add("delete_allocation", "DELETE FROM allocations WHERE id = %(id)s", p, "TK005")
                 add(
                     "change_created_at",
@@ -861,12 +879,21 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
         @precondition(lambda self: self.model.allocs)
         @rule(data=st.data())
         def raw_forbidden(self, data: st.DataObject) -> None:
-            """Raw SQL the guards must refuse, leaving every row as it was."""
+            """Raw SQL the guards must refuse, leaving every row as it was.
+
+            The application role lacks the privilege for every one of them (42501); the
+            superuser has it, and the guards refuse it.
+            """
             kinds = self.forbidden_attempts()
             kind = data.draw(st.sampled_from(sorted(kinds)), label="kind")
             sql, params, sqlstate = data.draw(st.sampled_from(kinds[kind]), label="attempt")
             before = self.snapshot()
-            _, refusal = run_sql(conn, sql, params)
+            _, denied = run_sql(conn, sql, params)
+            assert denied is not None, (kind, params)
+            self.count(f"raw_forbidden_{kind}_as_app", translate(denied))
+            assert isinstance(denied, psycopg.errors.InsufficientPrivilege), (kind, denied)
+            assert self.snapshot() == before
+            _, refusal = run_sql(admin_conn, sql, params)
             assert refusal is not None, (kind, params)
             self.count(f"raw_forbidden_{kind}", translate(refusal))
             assert refusal.sqlstate == sqlstate, (kind, refusal)
@@ -961,9 +988,11 @@ def run_properties_machine(conn: psycopg.Connection[Any], examples: int = 40) ->
     )
 
 
-def test_stateful_model_matches_database(conn: psycopg.Connection[Any]) -> None:
+def test_stateful_model_matches_database(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     OPS.clear()
-    run_properties_machine(conn)
+    run_properties_machine(conn, admin_conn)
     print(summary("stateful"))
     assert OPS["examples"] >= 40
     assert OPS["steps"] > OPS["examples"]
@@ -1038,7 +1067,7 @@ class World:
 
 
 @pytest.fixture
-def world(conn: psycopg.Connection[Any]) -> World:
+def world(conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]) -> World:
     big = events.create_event(
         conn, name="big", starts_at=STARTS_AT, total_tickets=2_000_000_000, max_per_buyer=10_000
     ).id
@@ -1054,7 +1083,7 @@ def world(conn: psycopg.Connection[Any]) -> World:
     allocations.purchase(conn, allocation_id=refunded.id, fingerprint="bob")
     allocations.cancel(conn, allocation_id=refunded.id, fingerprint="bob")
     rows, refusal = run_sql(
-        conn, INSERT_LAPSED, {"event_id": small, "fingerprint": "bob", "quantity": 2}
+        admin_conn, INSERT_LAPSED, {"event_id": small, "fingerprint": "bob", "quantity": 2}
     )
     assert refusal is None
     lapsed = int(rows[0][0])
