@@ -220,9 +220,9 @@ def test_migrate_on_an_up_to_date_database_applies_nothing(admin_dsn: str) -> No
 
 def test_the_application_role_sees_pending_migrations_but_cannot_migrate(dsn: str) -> None:
     assert db.pending_migrations(dsn) == []
-    with pytest.raises(Forbidden, match="permission denied for table yoyo_lock"):
+    with pytest.raises(Forbidden, match="may not apply or roll back migrations"):
         db.migrate(dsn)
-    with pytest.raises(Forbidden, match="permission denied for table yoyo_lock"):
+    with pytest.raises(Forbidden, match="may not apply or roll back migrations"):
         db.rollback_last(dsn)
     assert db.pending_migrations(dsn) == []
 

@@ -21,7 +21,7 @@ from yoyo.connections import BadConnectionURI
 from yoyo.exceptions import LockTimeout
 
 from ticketing._tx import guarded
-from ticketing.errors import Busy, InvalidInput, TicketingError
+from ticketing.errors import Busy, Forbidden, InvalidInput, TicketingError
 
 #: Default size of a pool from `create_pool`: four connections per core keep
 #: the cores busy while some connections wait on commits and the network;
@@ -64,6 +64,23 @@ def _libpq_dsn(dsn: str) -> str:
     return dsn
 
 
+# yoyo retries a refused lock insert for 10 s, as if another process held the
+# lock: a login without the privilege (ticketing_app) is told at once instead.
+_MAY_LOCK = (
+    "SELECT to_regclass('yoyo_lock') IS NULL OR has_table_privilege('yoyo_lock', 'INSERT')"
+)
+
+
+def _check_may_migrate(dsn: str) -> None:
+    with connect(dsn) as conn:
+        row = guarded(lambda: conn.execute(_MAY_LOCK).fetchone())
+    if row is None or not row[0]:
+        raise Forbidden(
+            "this login may not apply or roll back migrations (no INSERT on yoyo_lock):"
+            " run them as a superuser"
+        )
+
+
 def _with_backend(dsn: str, step: Callable[[Any, Any], list[str]]) -> list[str]:
     """Run `step(backend, migrations)` under yoyo's lock; always close yoyo's connection."""
 
@@ -73,6 +90,7 @@ def _with_backend(dsn: str, step: Callable[[Any, Any], list[str]]) -> list[str]:
         except (BadConnectionURI, ValueError) as exc:  # urlsplit rejects some URLs outright
             raise InvalidInput(f"not a PostgreSQL URL: {exc}") from exc
         try:
+            _check_may_migrate(dsn)
             migrations = read_migrations(str(migrations_dir()))
             try:
                 with backend.lock():
