@@ -66,9 +66,7 @@ def _libpq_dsn(dsn: str) -> str:
 
 # yoyo retries a refused lock insert for 10 s, as if another process held the
 # lock: a login without the privilege (ticketing_app) is told at once instead.
-_MAY_LOCK = (
-    "SELECT to_regclass('yoyo_lock') IS NULL OR has_table_privilege('yoyo_lock', 'INSERT')"
-)
+_MAY_LOCK = "SELECT to_regclass('yoyo_lock') IS NULL OR has_table_privilege('yoyo_lock', 'INSERT')"
 
 
 def _check_may_migrate(dsn: str) -> None:
