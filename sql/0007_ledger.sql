@@ -21,6 +21,9 @@ CREATE TABLE allocation_history (
     new_status text NOT NULL,
     old_quantity integer,
     new_quantity integer NOT NULL,
+    -- An opening entry: the state of an allocation older than the ledger,
+    -- written once by this migration (its first entry, whatever its status).
+    opening boolean NOT NULL DEFAULT false,
     -- When the change was written, by which login (session_user, not the
     -- trigger's owner), in which transaction.
     recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -28,6 +31,7 @@ CREATE TABLE allocation_history (
     transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
     CONSTRAINT allocation_history_old_both_or_neither
         CHECK ((old_status IS NULL) = (old_quantity IS NULL)),
+    CONSTRAINT allocation_history_opening_has_no_old CHECK (NOT opening OR old_status IS NULL),
     CONSTRAINT allocation_history_status_valid
         CHECK (new_status IN ('reserved', 'purchased', 'expired', 'cancelled')
                AND old_status IN ('reserved', 'purchased', 'expired', 'cancelled'))
@@ -151,7 +155,8 @@ SELECT id, true, total_tickets, max_per_buyer
 FROM events
 ORDER BY id;
 
-INSERT INTO allocation_history (allocation_id, event_id, fingerprint, new_status, new_quantity)
-SELECT id, event_id, fingerprint, status, quantity
+INSERT INTO allocation_history (allocation_id, event_id, fingerprint, new_status, new_quantity,
+                                opening)
+SELECT id, event_id, fingerprint, status, quantity, true
 FROM allocations
 ORDER BY id;

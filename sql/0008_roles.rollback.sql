@@ -1,8 +1,8 @@
 -- Undo 0008_roles: objects back to the role running the rollback, grants
 -- and SECURITY DEFINER removed, EXECUTE back to PUBLIC. The roles stay
 -- (other databases of the cluster may use them; drop them by hand), and so
--- do the locking inventory_resplit and the REVOKE CREATE ON SCHEMA public
--- FROM PUBLIC.
+-- do the locking inventory_resplit, events_open_inventory reading
+-- ticketing.slots, and the REVOKE CREATE ON SCHEMA public FROM PUBLIC.
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '5min';
 
@@ -13,12 +13,10 @@ REVOKE ALL (name, starts_at, total_tickets, max_per_buyer) ON events FROM ticket
 REVOKE ALL (event_id, fingerprint, quantity, expires_at, idempotency_key) ON allocations
 FROM ticketing_app;
 REVOKE ALL (status) ON allocations FROM ticketing_app;
-REVOKE EXECUTE ON FUNCTION inventory_resplit(bigint, integer) FROM ticketing_app;
 REVOKE SELECT ON _yoyo_migration FROM ticketing_app;
 
 ALTER FUNCTION events_open_inventory() SECURITY INVOKER RESET search_path;
 ALTER FUNCTION events_guard_capacity() SECURITY INVOKER RESET search_path;
-ALTER FUNCTION inventory_resplit(bigint, integer) SECURITY INVOKER RESET search_path;
 ALTER FUNCTION allocations_count_inserted() SECURITY INVOKER RESET search_path;
 ALTER FUNCTION allocations_count_updated() SECURITY INVOKER RESET search_path;
 ALTER FUNCTION allocations_record_inserted() SECURITY INVOKER RESET search_path;

@@ -39,19 +39,48 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO ticketing_owner;
 GRANT USAGE ON SCHEMA public TO ticketing_app;
 
--- inventory_resplit is now callable by ticketing_app on any event, so it
--- locks the event's slots (in slot order, as every writer does) before it
--- looks for allocations: a first reservation either committed before (and
--- is seen: TK006) or waits and then finds its slot gone (it never counts
--- into a slot that is deleted). Replaced before the ALTERs below, which a
--- CREATE OR REPLACE would undo.
+-- A new event's slot count: inventory_slot_count(total_tickets), or the
+-- transaction-local setting ticketing.slots (1 .. least(64, total_tickets))
+-- when set, which create_event(slots=...) sets in its INSERT. The trigger
+-- clears it, so it applies to one event. An application that could call
+-- inventory_resplit could race a first reservation on an event it did not
+-- just create; this way it needs no function at all.
+CREATE OR REPLACE FUNCTION events_open_inventory() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    chosen text := nullif(current_setting('ticketing.slots', true), '');
+    slots integer := coalesce(chosen::integer, inventory_slot_count(NEW.total_tickets));
+BEGIN
+    IF chosen IS NOT NULL THEN
+        PERFORM set_config('ticketing.slots', '', true);
+        IF slots NOT BETWEEN 1 AND least(64, NEW.total_tickets) THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'TK006',
+                MESSAGE = format('event %s: slots must be between 1 and %s, not %s', NEW.id,
+                                 least(64, NEW.total_tickets), slots);
+        END IF;
+    END IF;
+    INSERT INTO event_inventory (event_id, total_tickets, max_per_buyer, slot_count)
+    VALUES (NEW.id, NEW.total_tickets, NEW.max_per_buyer, slots);
+    PERFORM inventory_layout(NEW.id, NEW.total_tickets, slots, NEW.max_per_buyer);
+    RETURN NULL;
+END
+$$;
+
+-- inventory_resplit (for the owner: re-split an event that has no
+-- allocations yet) locks the event_inventory row first, so that two
+-- re-splits take turns, then the event's slots in slot order, as every
+-- writer does, before it looks for allocations: a first reservation either
+-- committed before (and is seen: TK006) or waits and then finds its slot
+-- gone (it never counts into a slot that is deleted). Both functions are
+-- replaced before the ALTERs below, which a CREATE OR REPLACE would undo.
 CREATE OR REPLACE FUNCTION inventory_resplit(p_event_id bigint, p_slots integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     inv event_inventory;
 BEGIN
-    PERFORM 1 FROM inventory_slots WHERE event_id = p_event_id ORDER BY slot FOR UPDATE;
     SELECT * INTO inv FROM event_inventory WHERE event_id = p_event_id FOR UPDATE;
+    PERFORM 1 FROM inventory_slots WHERE event_id = p_event_id ORDER BY slot FOR UPDATE;
     IF EXISTS (SELECT 1 FROM allocations WHERE event_id = p_event_id) THEN
         RAISE EXCEPTION USING
             ERRCODE = 'TK006',
@@ -148,8 +177,6 @@ ALTER DEFAULT PRIVILEGES FOR ROLE ticketing_owner REVOKE EXECUTE ON FUNCTIONS FR
 -- allocations_reclaim_lapsed, ticket_numbers_take, ticket_code) inherit both.
 ALTER FUNCTION events_open_inventory() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION events_guard_capacity() SECURITY DEFINER SET search_path = public, pg_temp;
-ALTER FUNCTION inventory_resplit(bigint, integer)
-    SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION allocations_count_inserted() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION allocations_count_updated() SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION allocations_record_inserted() SECURITY DEFINER SET search_path = public, pg_temp;
@@ -168,8 +195,6 @@ GRANT INSERT (name, starts_at, total_tickets, max_per_buyer) ON events TO ticket
 GRANT INSERT (event_id, fingerprint, quantity, expires_at, idempotency_key) ON allocations
 TO ticketing_app;
 GRANT UPDATE (status) ON allocations TO ticketing_app;
--- create_event(slots=...).
-GRANT EXECUTE ON FUNCTION inventory_resplit(bigint, integer) TO ticketing_app;
 -- yoyo's record of applied migrations: the ticketing command refuses a
 -- database with pending migrations, whoever it logs in as.
 GRANT SELECT ON _yoyo_migration TO ticketing_app;

@@ -690,14 +690,18 @@ def test_check_finds_an_entry_for_a_missing_allocation(
 ) -> None:
     event, _, _ = _alice_bought_bob_holds(conn)
     with _as_owner(admin_conn) as owner:
-        owner.execute(
+        row = owner.execute(
             "INSERT INTO allocation_history (allocation_id, event_id, fingerprint, new_status,"
-            " new_quantity) VALUES (%s, %s, 'mallory', 'purchased', 4)",
+            " new_quantity) VALUES (%s, %s, 'mallory', 'purchased', 4) RETURNING id",
             (MISSING_ID, event.id),
-        )
+        ).fetchone()
+    assert row is not None
+    # Missing, and (not an opening entry) born purchased instead of reserved.
     assert admin.check_invariants(conn) == [
         f"allocation {MISSING_ID} is missing, its ledger replays to purchased x4"
-        f" (event {event.id}, buyer mallory)"
+        f" (event {event.id}, buyer mallory)",
+        f"allocation {MISSING_ID}: ledger entry {row[0]} records insert x- -> purchased x4"
+        " after nothing x-",
     ]
 
 
@@ -917,3 +921,39 @@ def test_concurrent_buyers_write_exactly_their_entries(
     assert set(_recorded_by(conn, "allocation_history")) == {APP_LOGIN}
     assert _event_entries(conn, event.id) == [(True, None, total, None, None)]
     assert admin.check_invariants(conn) == []
+
+
+def test_check_finds_a_quantity_rewritten_on_a_purchase_and_a_forged_birth(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
+    event = _event(conn, total=10, max_per_buyer=None)
+    hold = allocations.reserve(conn, event_id=event.id, fingerprint="ann", quantity=2)
+    allocations.purchase(conn, allocation_id=hold.id, fingerprint="ann")
+    allocations.cancel(conn, allocation_id=hold.id, fingerprint="ann")
+    inserted, bought, cancelled = (
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM allocation_history WHERE allocation_id = %s ORDER BY id", (hold.id,)
+        ).fetchall()
+    )
+    assert admin.check_invariants(conn) == []
+    with _as_owner(admin_conn) as owner:
+        # A purchase of 5 from a hold of 2, cancelled back to 2: each step chains.
+        owner.execute("UPDATE allocation_history SET new_quantity = 5 WHERE id = %s", (bought,))
+        owner.execute("UPDATE allocation_history SET old_quantity = 5 WHERE id = %s", (cancelled,))
+    assert admin.check_invariants(conn) == [
+        f"allocation {hold.id}: ledger entry {cancelled} records purchased x5 -> cancelled x2"
+        " after purchased x5",
+    ]
+    with _as_owner(admin_conn) as owner:
+        # Born purchased: the insert entry gone, the purchase made to look like one.
+        owner.execute("DELETE FROM allocation_history WHERE id IN (%s, %s)", (inserted, cancelled))
+        owner.execute(
+            "UPDATE allocation_history SET old_status = NULL, old_quantity = NULL,"
+            " new_status = 'cancelled', new_quantity = 2 WHERE id = %s",
+            (bought,),
+        )
+    assert admin.check_invariants(conn) == [
+        f"allocation {hold.id}: ledger entry {bought} records insert x- -> cancelled x2"
+        " after nothing x-",
+    ]

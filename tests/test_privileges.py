@@ -37,7 +37,6 @@ TABLES = [
 OWNER_DEFINED_FUNCTIONS = {
     "events_open_inventory",
     "events_guard_capacity",
-    "inventory_resplit",
     "allocations_count_inserted",
     "allocations_count_updated",
     "allocations_record_inserted",
@@ -194,9 +193,11 @@ def test_the_application_role_has_exactly_the_table_privileges_the_api_needs(
             assert allowed == APP_COLUMN_GRANTS.get((table, privilege), set()), (table, privilege)
 
 
-def test_the_application_role_may_execute_only_inventory_resplit(
+def test_the_application_role_may_execute_none_of_the_functions(
     admin_conn: psycopg.Connection[Any],
 ) -> None:
+    # Not even inventory_resplit: create_event(slots=...) passes the slot count to
+    # the insert trigger instead.
     rows = admin_conn.execute(
         "SELECT p.proname FROM pg_proc AS p "
         "WHERE p.pronamespace = 'public'::regnamespace "
@@ -204,7 +205,7 @@ def test_the_application_role_may_execute_only_inventory_resplit(
         "AND has_function_privilege(%s, p.oid, 'EXECUTE') ORDER BY 1",
         (APP_LOGIN,),
     ).fetchall()
-    assert rows == [("inventory_resplit",)]
+    assert rows == []
 
 
 def test_functions_that_write_for_the_application_run_as_owner_with_a_pinned_search_path(
@@ -317,6 +318,7 @@ REFUSED: list[LiteralString] = [
     "SELECT inventory_apply(ARRAY[]::allocation_change[])",
     "SELECT * FROM ticket_numbers_take({event}, 1, 10, 1)",
     "SELECT allocations_reclaim_lapsed({event}, NULL, '{{}}')",
+    "SELECT inventory_resplit({event}, 1)",
     "SELECT * FROM inventory_slots FOR UPDATE",
     "LOCK TABLE inventory_slots IN EXCLUSIVE MODE",
     "LOCK TABLE allocations IN ACCESS EXCLUSIVE MODE",
@@ -521,4 +523,30 @@ def test_concurrent_raw_inserts_by_the_application_role_never_oversell(
     assert _one(admin_conn, "SELECT reserved FROM event_counters") == 50
     assert _one(admin_conn, "SELECT count(*) FROM allocation_history") == 50
     assert_consistent(admin_conn)
+    assert admin.check_invariants(admin_conn) == []
+
+
+def test_the_slot_count_setting_is_bounded_and_applies_to_one_event(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
+    insert: LiteralString = (
+        "INSERT INTO events (name, starts_at, total_tickets) VALUES ('raw', %s, %s) RETURNING id"
+    )
+    for bad in ("0", "65", "11"):  # 11 slots for 10 tickets
+        with pytest.raises(psycopg.Error) as raised:
+            conn.execute(
+                "INSERT INTO events (name, starts_at, total_tickets)"
+                " SELECT 'raw', %s, 10 FROM (SELECT set_config('ticketing.slots', %s, true)) AS s",
+                (STARTS_AT, bad),
+            )
+        assert raised.value.sqlstate == "TK006"
+    assert _one(admin_conn, "SELECT count(*) FROM events") == 0
+    with conn.transaction():
+        conn.execute("SELECT set_config('ticketing.slots', '3', true)")
+        first = _one(conn, insert, (STARTS_AT, 640))
+        second = _one(conn, insert, (STARTS_AT, 640))
+    counts = admin_conn.execute(
+        "SELECT event_id, slot_count FROM event_inventory ORDER BY event_id"
+    ).fetchall()
+    assert counts == [(first, 3), (second, 10)]  # the default: one per 64 tickets
     assert admin.check_invariants(admin_conn) == []

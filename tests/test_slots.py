@@ -203,13 +203,16 @@ def test_slot_count_out_of_bounds_is_invalid_and_writes_nothing(
         assert row == (0,), table
 
 
-def test_resplit_after_the_first_allocation_is_refused(conn: psycopg.Connection[Any]) -> None:
+def test_resplit_after_the_first_allocation_is_refused(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
     event_id = make_event(conn, 100, slots=4)
     reserve(conn, event_id, "a", 1)
     before = slot_rows(conn, event_id)
 
+    # Only the owner may re-split (the application has no EXECUTE on it).
     with pytest.raises(psycopg.Error) as raised:
-        conn.execute("SELECT inventory_resplit(%s, 2)", (event_id,))
+        admin_conn.execute("SELECT inventory_resplit(%s, 2)", (event_id,))
 
     assert raised.value.sqlstate == "TK006"
     assert slot_rows(conn, event_id) == before

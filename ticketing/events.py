@@ -42,18 +42,19 @@ def create_event(
         if max_per_buyer is None
         else check.integer("max_per_buyer", max_per_buyer, 1, check.MAX_PER_BUYER),
     }
-    if slots is not None:
-        check.integer("slots", slots, 1, min(check.MAX_SLOTS, total_tickets))
+    params["slots"] = (
+        ""
+        if slots is None
+        else str(check.integer("slots", slots, 1, min(check.MAX_SLOTS, total_tickets)))
+    )
 
     def work(conn: psycopg.Connection[Any]) -> Event:
         with conn.cursor(row_factory=_EVENT_ROW) as cur:
             row = cur.execute(Q["create_event"], params).fetchone()
         assert row is not None
-        if slots is not None:
-            conn.execute(Q["resplit_inventory"], {"event_id": row.id, "slots": slots})
         return row
 
-    return atomic(conn, work)
+    return atomic(conn, work, one_statement=True)
 
 
 def get_event(conn: psycopg.Connection[Any], event_id: int) -> Event:

@@ -156,14 +156,15 @@ ORDER BY e.id;
 
 -- name: check_ledger_allocations
 -- The ledger replays to the allocations: each allocation's entries (in id
--- order) start with its insert (or its opening entry, for allocations older
--- than the ledger), each later entry starts where the one
+-- order) start with its insert as a hold (or its opening entry, for
+-- allocations older than the ledger), each later entry starts where the one
 -- before ended, on the same event and buyer, by an allowed transition (or a
--- quantity change of a hold), and the last one ends at the allocation's
--- current status and quantity. No entry names a missing allocation.
+-- quantity change of a hold; only a hold's quantity ever changes), and the
+-- last one ends at the allocation's current status and quantity. No entry
+-- names a missing allocation.
 WITH entries AS (
     SELECT h.id, h.allocation_id, h.event_id, h.fingerprint, h.old_status, h.new_status,
-           h.old_quantity, h.new_quantity,
+           h.old_quantity, h.new_quantity, h.opening,
            lag(h.new_status) OVER w AS prev_status,
            lag(h.new_quantity) OVER w AS prev_quantity,
            lag(h.event_id) OVER w AS prev_event_id,
@@ -179,7 +180,9 @@ WITH entries AS (
                   coalesce(old_quantity::text, '-'), new_status, new_quantity,
                   coalesce(prev_status, 'nothing'), coalesce(prev_quantity::text, '-')) AS message
     FROM entries
-    WHERE (step = 1 AND old_status IS NOT NULL)
+    WHERE (step = 1 AND (old_status IS NOT NULL OR (new_status <> 'reserved' AND NOT opening)))
+       OR (step > 1 AND opening)
+       OR (old_status <> 'reserved' AND old_quantity <> new_quantity)
        OR (step > 1 AND ((old_status, old_quantity, event_id, fingerprint)
                          IS DISTINCT FROM (prev_status, prev_quantity, prev_event_id,
                                            prev_fingerprint)

@@ -1,9 +1,11 @@
 -- Queries of ticketing.events. Each block starts with "-- name: <name>".
 
 -- name: create_event
--- A new event; its event_inventory row is created by a trigger.
+-- A new event; its event_inventory row and slots are created by a trigger,
+-- which reads the slot count from ticketing.slots when set ('' = default).
 INSERT INTO events (name, starts_at, total_tickets, max_per_buyer)
-VALUES (%(name)s, %(starts_at)s, %(total_tickets)s, %(max_per_buyer)s)
+SELECT %(name)s, %(starts_at)s, %(total_tickets)s, %(max_per_buyer)s
+FROM (SELECT set_config('ticketing.slots', %(slots)s, true)) AS settings
 RETURNING id, name, starts_at, total_tickets, max_per_buyer, created_at, updated_at;
 
 -- name: get_event
@@ -41,7 +43,3 @@ CROSS JOIN LATERAL (
       AND a.expires_at <= statement_timestamp()
 ) AS lapsed
 WHERE i.event_id = %(event_id)s;
-
--- name: resplit_inventory
--- Splits a new event's capacity over a chosen number of slots.
-SELECT inventory_resplit(%(event_id)s, %(slots)s);
