@@ -51,6 +51,42 @@ GRANT EXECUTE ON FUNCTION
 TO PUBLIC;
 ALTER DEFAULT PRIVILEGES FOR ROLE ticketing_owner GRANT EXECUTE ON FUNCTIONS TO PUBLIC;
 
-REASSIGN OWNED BY ticketing_owner TO CURRENT_USER;
+-- Ownership back to the role running the rollback, object by object
+-- (REASSIGN OWNED would also take databases and tablespaces the role owns).
+ALTER TABLE events OWNER TO CURRENT_USER;
+ALTER TABLE allocations OWNER TO CURRENT_USER;
+ALTER TABLE tickets OWNER TO CURRENT_USER;
+ALTER TABLE ticket_number_pool OWNER TO CURRENT_USER;
+ALTER TABLE event_inventory OWNER TO CURRENT_USER;
+ALTER TABLE inventory_slots OWNER TO CURRENT_USER;
+ALTER TABLE buyer_inventory OWNER TO CURRENT_USER;
+ALTER TABLE allocation_history OWNER TO CURRENT_USER;
+ALTER TABLE event_history OWNER TO CURRENT_USER;
+ALTER VIEW event_counters OWNER TO CURRENT_USER;
+ALTER TYPE allocation_change OWNER TO CURRENT_USER;
+ALTER FUNCTION set_updated_at() OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_guard_insert() OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_guard_transition() OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_guard_delete() OWNER TO CURRENT_USER;
+ALTER FUNCTION ticket_code() OWNER TO CURRENT_USER;
+ALTER FUNCTION ticket_numbers_take(bigint, integer, integer, integer) OWNER TO CURRENT_USER;
+ALTER FUNCTION tickets_guard_insert() OWNER TO CURRENT_USER;
+ALTER FUNCTION tickets_guard_change() OWNER TO CURRENT_USER;
+ALTER FUNCTION events_check_ticket_numbers() OWNER TO CURRENT_USER;
+ALTER FUNCTION inventory_slot_count(integer) OWNER TO CURRENT_USER;
+ALTER FUNCTION inventory_layout(bigint, integer, integer, integer) OWNER TO CURRENT_USER;
+ALTER FUNCTION events_open_inventory() OWNER TO CURRENT_USER;
+ALTER FUNCTION inventory_resplit(bigint, integer) OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_reclaim_lapsed(bigint, text, bigint[]) OWNER TO CURRENT_USER;
+ALTER FUNCTION inventory_take(bigint, integer, bigint[]) OWNER TO CURRENT_USER;
+ALTER FUNCTION inventory_move(bigint, integer, boolean) OWNER TO CURRENT_USER;
+ALTER FUNCTION events_guard_capacity() OWNER TO CURRENT_USER;
+ALTER FUNCTION inventory_apply(allocation_change[]) OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_count_inserted() OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_count_updated() OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_record_inserted() OWNER TO CURRENT_USER;
+ALTER FUNCTION allocations_record_updated() OWNER TO CURRENT_USER;
+ALTER FUNCTION events_record_capacity() OWNER TO CURRENT_USER;
+ALTER FUNCTION ledger_guard_append_only() OWNER TO CURRENT_USER;
 REVOKE ALL ON SCHEMA public FROM ticketing_owner;
 REVOKE ALL ON SCHEMA public FROM ticketing_app;

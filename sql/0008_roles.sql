@@ -26,9 +26,32 @@ BEGIN
         CREATE ROLE ticketing_app NOLOGIN;
     END IF;
 EXCEPTION
-    -- Another database's migration created it at the same moment.
+    -- Another database's migration created it at the same moment. (While
+    -- that migration is still running, this one may instead give up on its
+    -- lock_timeout: apply it again.)
     WHEN duplicate_object OR unique_violation THEN
         NULL;
+END
+$$;
+
+-- Roles that existed already must be what this schema expects: neither can
+-- log in or bypass privileges, and the application role is not a member of
+-- the owner.
+DO $$
+DECLARE
+    bad text;
+BEGIN
+    SELECT string_agg(rolname, ', ' ORDER BY rolname) INTO bad
+    FROM pg_roles
+    WHERE rolname IN ('ticketing_owner', 'ticketing_app')
+      AND (rolcanlogin OR rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'roles % exist with LOGIN, SUPERUSER, BYPASSRLS, CREATEROLE or CREATEDB',
+            bad;
+    END IF;
+    IF pg_has_role('ticketing_app', 'ticketing_owner', 'MEMBER') THEN
+        RAISE EXCEPTION 'ticketing_app is a member of ticketing_owner';
+    END IF;
 END
 $$;
 
