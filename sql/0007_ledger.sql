@@ -40,8 +40,9 @@ CREATE TABLE allocation_history (
 -- Replay reads an allocation's entries in order.
 CREATE INDEX allocation_history_allocation_id_idx ON allocation_history (allocation_id, id);
 
--- One row per event inserted (old_* NULL) and per UPDATE that changed
--- total_tickets or max_per_buyer.
+-- One row per event inserted (old_* NULL), per UPDATE that changed
+-- total_tickets or max_per_buyer, and per event deleted (new_total_tickets
+-- 0, which no live event can have: events_total_tickets_range).
 CREATE TABLE event_history (
     id bigint GENERATED ALWAYS AS IDENTITY CONSTRAINT event_history_pkey PRIMARY KEY,
     event_id bigint NOT NULL,
@@ -102,6 +103,10 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO event_history (event_id, created, new_total_tickets, new_max_per_buyer)
         VALUES (NEW.id, true, NEW.total_tickets, NEW.max_per_buyer);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO event_history (event_id, created, old_total_tickets, new_total_tickets,
+                                   old_max_per_buyer, new_max_per_buyer)
+        VALUES (OLD.id, false, OLD.total_tickets, 0, OLD.max_per_buyer, NULL);
     ELSE
         INSERT INTO event_history (event_id, created, old_total_tickets, new_total_tickets,
                                    old_max_per_buyer, new_max_per_buyer)
@@ -114,6 +119,11 @@ $$;
 
 CREATE TRIGGER events_record_created
     AFTER INSERT ON events
+    FOR EACH ROW EXECUTE FUNCTION events_record_capacity();
+
+-- An event can be deleted only before its first allocation (foreign keys).
+CREATE TRIGGER events_record_deleted
+    AFTER DELETE ON events
     FOR EACH ROW EXECUTE FUNCTION events_record_capacity();
 
 CREATE TRIGGER events_record_capacity

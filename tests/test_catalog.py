@@ -273,6 +273,10 @@ TRIGGERS = {
         "events",
         "AFTER INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION events_record_capacity()",
     ),
+    "events_record_deleted": (
+        "events",
+        "AFTER DELETE ON public.events FOR EACH ROW EXECUTE FUNCTION events_record_capacity()",
+    ),
     "events_record_capacity": (
         "events",
         "AFTER UPDATE OF total_tickets, max_per_buyer ON public.events FOR EACH ROW"

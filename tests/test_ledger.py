@@ -957,3 +957,21 @@ def test_check_finds_a_quantity_rewritten_on_a_purchase_and_a_forged_birth(
         f"allocation {hold.id}: ledger entry {bought} records insert x- -> cancelled x2"
         " after nothing x-",
     ]
+
+
+def test_an_event_deleted_before_its_first_allocation_is_recorded_and_replays(
+    conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
+) -> None:
+    kept = _event(conn, total=10, max_per_buyer=2)
+    gone = _event(conn, total=7, max_per_buyer=3)
+    admin_conn.execute("DELETE FROM events WHERE id = %s", (gone.id,))
+    rows = conn.execute(
+        "SELECT event_id, created, old_total_tickets, new_total_tickets, old_max_per_buyer,"
+        " new_max_per_buyer, recorded_by FROM event_history ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        (kept.id, True, None, 10, None, 2, APP_LOGIN),
+        (gone.id, True, None, 7, None, 3, APP_LOGIN),
+        (gone.id, False, 7, 0, 3, None, "postgres"),
+    ]
+    assert admin.check_invariants(conn) == []

@@ -212,7 +212,8 @@ SELECT message FROM problems ORDER BY allocation_id, entry_id;
 -- The ledger replays to the events' capacities: each event's entries start
 -- with its creation, each later one starts where the one before ended and
 -- changes something, and the last one ends at the current total_tickets and
--- max_per_buyer. No entry names a missing event.
+-- max_per_buyer, or at 0 for an event that was deleted. No other entry names
+-- a missing event.
 WITH entries AS (
     SELECT h.id, h.event_id, h.created, h.old_total_tickets, h.new_total_tickets,
            h.old_max_per_buyer, h.new_max_per_buyer,
@@ -247,6 +248,7 @@ WITH entries AS (
     FULL JOIN (SELECT * FROM entries WHERE last) AS e ON e.event_id = ev.id
     WHERE (ev.id, ev.total_tickets, ev.max_per_buyer)
           IS DISTINCT FROM (e.event_id, e.new_total_tickets, e.new_max_per_buyer)
+      AND NOT (ev.id IS NULL AND e.new_total_tickets = 0)  -- deleted, and recorded so
 )
 SELECT message FROM problems ORDER BY event_id, entry_id;
 
