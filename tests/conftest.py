@@ -138,18 +138,12 @@ def dsn(admin_dsn: str) -> str:
 @pytest.fixture
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection as APP_LOGIN, as `ticketing.db.connect` opens it."""
-    connection = db.connect(dsn)
-    try:
+    with db.connect(dsn) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 @pytest.fixture
 def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit superuser connection to the same database."""
-    connection = db.connect(admin_dsn)
-    try:
+    with db.connect(admin_dsn) as connection:
         yield connection
-    finally:
-        connection.close()

@@ -6,6 +6,26 @@ from typing import Any, LiteralString
 
 import psycopg
 
+# Every table of the layer, parents first.
+TABLES: tuple[LiteralString, ...] = (
+    "events",
+    "event_inventory",
+    "inventory_slots",
+    "buyer_inventory",
+    "allocations",
+    "tickets",
+    "ticket_number_pool",
+    "allocation_history",
+    "event_history",
+)
+
+
+def table_rows(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the layer, in a stable order: for "nothing was written"."""
+    with conn.cursor() as cur:
+        return {t: cur.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}
+
+
 # Each query returns the rows that break one rule; an empty result means the rule holds.
 CHECKS: dict[str, LiteralString] = {
     "every event has one inventory row with its capacity settings": """

@@ -13,6 +13,7 @@ import pytest
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
+from tests.test_migrations import MIGRATION_IDS
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import ConnectionLost, Forbidden, InvalidInput, TicketingError
 
@@ -202,16 +203,7 @@ def test_create_pool_honours_autocommit_false(dsn: str) -> None:
 
 
 def test_migrate_on_an_up_to_date_database_applies_nothing(admin_dsn: str) -> None:
-    assert db.migration_ids() == [
-        "0001_events",
-        "0002_allocations",
-        "0003_tickets",
-        "0004_inventory",
-        "0005_events_starts_at_range",
-        "0006_events_starts_at_validate",
-        "0007_ledger",
-        "0008_roles",
-    ]
+    assert db.migration_ids() == MIGRATION_IDS
     assert db.pending_migrations(admin_dsn) == []
     assert db.migrate(admin_dsn) == []
     assert db.pending_migrations(admin_dsn) == []

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,16 +246,25 @@ def _settled_connections(admin: psycopg.Connection[Any], dbname: str) -> int:
     return count
 
 
-def _yoyo_rollback_all(url: str) -> list[str]:
+def _yoyo(url: str, step: Callable[[Any, Any], Any], last: str = "9999") -> list[str]:
+    """Run `step(backend, migrations)` with yoyo's API, under its lock, on the migrations
+    up to `last`; return the ids of the migrations `step` returns."""
     backend = get_backend(db.yoyo_url(url))
     try:
-        migrations = read_migrations(str(db.migrations_dir()))
+        migrations = read_migrations(str(db.migrations_dir())).filter(lambda m: m.id <= last)
         with backend.lock():
-            applied = backend.to_rollback(migrations)
-            backend.rollback_migrations(applied)
-        return [m.id for m in applied]
+            return [m.id for m in step(backend, migrations)]
     finally:
         backend.connection.close()
+
+
+def _yoyo_rollback_all(url: str) -> list[str]:
+    def step(backend: Any, migrations: Any) -> Any:
+        applied = backend.to_rollback(migrations)
+        backend.rollback_migrations(applied)
+        return applied
+
+    return _yoyo(url, step)
 
 
 def _free_port() -> int:
@@ -503,15 +512,12 @@ def test_migrate_of_an_unreachable_port_raises_connection_lost(
 
 
 def _apply_up_to(url: str, last: str) -> list[str]:
-    backend = get_backend(db.yoyo_url(url))
-    try:
-        migrations = read_migrations(str(db.migrations_dir())).filter(lambda m: m.id <= last)
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
-        return [m.id for m in pending]
-    finally:
-        backend.connection.close()
+    def step(backend: Any, migrations: Any) -> Any:
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+        return pending
+
+    return _yoyo(url, step, last)
 
 
 def test_the_ledger_opens_with_the_rows_that_existed_before_it(fresh_db: FreshDb) -> None:

@@ -17,23 +17,12 @@ import pytest
 from psycopg import errors as pg
 
 from tests.conftest import APP_LOGIN
-from tests.invariants import assert_consistent
+from tests.invariants import TABLES, assert_consistent, table_rows
 from ticketing import admin, allocations, db, events, tickets
 from ticketing.errors import Forbidden, SoldOut
 from ticketing.models import Allocation, Event
 
 STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-TABLES = [
-    "events",
-    "allocations",
-    "tickets",
-    "ticket_number_pool",
-    "event_inventory",
-    "inventory_slots",
-    "buyer_inventory",
-    "allocation_history",
-    "event_history",
-]
 OWNER_DEFINED_FUNCTIONS = {
     "events_open_inventory",
     "events_guard_capacity",
@@ -61,15 +50,6 @@ def _one(conn: psycopg.Connection[Any], query: LiteralString, params: Any = None
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
-
-
-def _snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of the layer, in a stable order."""
-    with conn.cursor() as cur:
-        return {
-            table: cur.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
-            for table in TABLES
-        }
 
 
 @pytest.fixture
@@ -343,10 +323,10 @@ def test_raw_sql_beyond_the_applications_privileges_is_refused_and_changes_nothi
     statement: LiteralString,
 ) -> None:
     event, _ = sale
-    before = _snapshot(admin_conn)
+    before = table_rows(admin_conn)
     with pytest.raises(pg.InsufficientPrivilege), conn.transaction():  # LOCK needs one
         conn.execute(statement.format(event=event.id))
-    assert _snapshot(admin_conn) == before
+    assert table_rows(admin_conn) == before
     assert admin.check_invariants(admin_conn) == []
     assert _one(conn, "SELECT current_user") == APP_LOGIN
 
@@ -391,11 +371,11 @@ def test_raw_sql_within_privileges_cannot_leave_the_rules(
     sqlstate: str,
 ) -> None:
     event, _ = sale
-    before = _snapshot(admin_conn)
+    before = table_rows(admin_conn)
     with pytest.raises(psycopg.Error) as raised:
         conn.execute(statement.format(event=event.id))
     assert raised.value.sqlstate == sqlstate
-    assert _snapshot(admin_conn) == before
+    assert table_rows(admin_conn) == before
     assert admin.check_invariants(admin_conn) == []
 
 

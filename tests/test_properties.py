@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.invariants import assert_consistent
+from tests.invariants import TABLES, assert_consistent
 from ticketing import admin, allocations, events, tickets
 from ticketing.errors import (
     AllocationNotFound,
@@ -98,17 +98,6 @@ SNAPSHOT: LiteralString = """
          WHERE h.event_id = ANY(%(ids)s)))
 """
 
-TABLES = (
-    "events",
-    "event_inventory",
-    "inventory_slots",
-    "buyer_inventory",
-    "allocations",
-    "tickets",
-    "ticket_number_pool",
-    "allocation_history",
-    "event_history",
-)
 COUNTS: LiteralString = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in TABLES)
 # The whole content of every table, for "nothing was written" after a refusal.
 DIGEST: LiteralString = (

@@ -13,6 +13,7 @@ import pytest
 from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from tests.invariants import table_rows
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import (
     AllocationNotFound,
@@ -28,14 +29,6 @@ from ticketing.models import AllocationStatus
 T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 NAIVE = datetime(2030, 6, 1, 20, 0)  # naive on purpose
 MISSING_ID = 987_654_321
-TABLES = (
-    "events",
-    "allocations",
-    "tickets",
-    "event_inventory",
-    "inventory_slots",
-    "buyer_inventory",
-)
 
 
 @dataclass(frozen=True)
@@ -83,10 +76,6 @@ def shared(
         db.connect(f"postgresql://{auth}@{pg_server.host}:{pg_server.port}/{dbname}") as c,
     ):
         yield c, _populate(c)
-
-
-def _rows(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}
 
 
 def _create(**bad: object) -> Call:
@@ -274,13 +263,13 @@ def test_out_of_bounds_input_raises_invalid_input_and_writes_nothing(
     shared: tuple[psycopg.Connection[Any], World], call: Call
 ) -> None:
     conn, world = shared
-    before = _rows(conn)
+    before = table_rows(conn)
     with pytest.raises(InvalidInput) as info:
         call(conn, world)
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, TicketingError)
     assert not isinstance(info.value.__cause__, psycopg.Error)
-    assert _rows(conn) == before
+    assert table_rows(conn) == before
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
