@@ -1,0 +1,92 @@
+"""What a benchmark run is asked to do, its constants and targets, and its report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ticketing.errors import TicketingError
+
+
+class Workload(StrEnum):
+    """The workloads `--only` can pick, in the order they run."""
+
+    HOT = "hot"
+    FOR_UPDATE = "for-update"
+    SINGLE_UPDATE = "single-update"
+    PGBENCH = "pgbench"
+    SPREAD = "spread"
+    SELLOUT = "sellout"
+    SWEEPER = "sweeper"
+
+
+#: Capacity of the events of the timed workloads: never sells out during a run.
+NEVER_SELLS_OUT = 2_000_000_000
+#: Events the spread workload reserves on.
+SPREAD_EVENTS = 1000
+#: Hold of the sweeper workload: short enough to lapse during the run.
+SHORT_HOLD = timedelta(milliseconds=500)
+#: The sweeper process pauses this long after a batch that was not full.
+SWEEPER_PAUSE = 0.1
+#: Holds per expire_due call of the sweeper (and when draining before the run).
+SWEEPER_BATCH = 1000
+#: Longest wait for every buyer process to be connected and ready.
+READY_TIMEOUT = 120.0
+#: Reserve quantities, as in the issue: 1-4 tickets, chosen at random.
+QUANTITY_RANGE = (1, 4)
+
+# Targets, reported (never asserted): the layer's throughput against each reference.
+TARGET_VS_FOR_UPDATE = 4.0
+TARGET_VS_SINGLE_UPDATE = 2.0
+TARGET_VS_PGBENCH = 0.7
+TARGET_SWEEPER = 0.9
+
+#: The baseline events (in the bench schema) of the two baseline workloads.
+BASELINE_EVENT_IDS = {Workload.FOR_UPDATE: 1, Workload.SINGLE_UPDATE: 2}
+
+
+class BenchError(TicketingError):
+    """The benchmark could not run (a buyer process died, pgbench is unusable, ...)."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run, and how hard."""
+
+    workers: int = 16
+    seconds: int = 10
+    only: frozenset[Workload] = frozenset(Workload)
+    sellout_buyers: int = 10_000
+    sellout_tickets: int = 1000
+    spread_events: int = SPREAD_EVENTS
+
+    def runs(self, workload: Workload) -> bool:
+        return workload in self.only
+
+
+@dataclass
+class BenchReport:
+    """One run's numbers (`data`, written as JSON) and its correctness failures."""
+
+    data: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def default_json_path(now: datetime | None = None) -> Path:
+    """bench/results/bench-<UTC timestamp>.json, under the current directory."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return Path("bench") / "results" / f"bench-{stamp}.json"
+
+
+def write_json(report: BenchReport, path: Path) -> None:
+    """Write the report's data (creating the directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,245 @@
+"""The workloads: what each one sets up, runs on the crew (or pgbench), and reports."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from rich.progress import Progress
+
+from ticketing import allocations, events
+from ticketing.bench.buyers import Task
+from ticketing.bench.config import (
+    BASELINE_EVENT_IDS,
+    NEVER_SELLS_OUT,
+    SHORT_HOLD,
+    SWEEPER_BATCH,
+    BenchConfig,
+    BenchError,
+    Workload,
+)
+from ticketing.bench.crew import Bar, Crew, sweeper
+from ticketing.bench.pgbench import find_pgbench, pgbench_script, run_pgbench
+from ticketing.bench.sql import Q
+from ticketing.bench.stats import error_samples, percentile_ms, summarise
+from ticketing.queries import load
+
+
+def drain(conn: psycopg.Connection[Any]) -> int:
+    """Expire every lapsed hold in the database; return how many."""
+    total = 0
+    while True:
+        batch = allocations.expire_due(conn, limit=10 * SWEEPER_BATCH)
+        total += batch
+        if batch < 10 * SWEEPER_BATCH:
+            return total
+
+
+def prepare_baselines(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute(Q["baseline_schema"])
+        conn.execute(Q["baseline_drop"])
+        conn.execute(Q["baseline_events_table"])
+        conn.execute(Q["baseline_allocations_table"])
+        for event_id in BASELINE_EVENT_IDS.values():
+            conn.execute(Q["baseline_new_event"], {"id": event_id, "total": NEVER_SELLS_OUT})
+
+
+def json_key(workload: Workload) -> str:
+    """The workload's key in the JSON: for-update -> for_update."""
+    return workload.value.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every workload of one run shares."""
+
+    url: str
+    config: BenchConfig
+    progress: Progress | None
+    tag: str  # in event names and fingerprints
+    seed: int
+
+    @property
+    def seconds(self) -> float:
+        return float(self.config.seconds)
+
+    def bar(self, description: str, total: float | None = None) -> Bar:
+        return Bar(self.progress, description, self.seconds if total is None else total)
+
+    def task(self, kind: Workload, event_ids: tuple[int, ...], label: str, **extra: Any) -> Task:
+        return Task(
+            kind=kind,
+            event_ids=event_ids,
+            seconds=self.seconds,
+            tag=f"{self.tag}-{label}",
+            seed=self.seed,
+            **extra,
+        )
+
+    def event(self, conn: psycopg.Connection[Any], label: str, total: int) -> int:
+        return events.create_event(
+            conn,
+            name=f"bench {self.tag} {label}",
+            starts_at=datetime.now(UTC) + timedelta(days=30),
+            total_tickets=total,
+            max_per_buyer=None,
+        ).id
+
+
+def as_elapsed(elapsed: float) -> float:
+    return elapsed
+
+
+def _hot_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    event_id = run.event(conn, "hot", NEVER_SELLS_OUT)
+    bar = run.bar("hot: one event (layer)")
+    tallies = crew.run(run.task(Workload.HOT, (event_id,), "hot"), bar, as_elapsed)
+    return summarise(tallies) | {"event_id": event_id}
+
+
+def _baseline_workload(
+    kind: Workload,
+) -> Callable[[Run, psycopg.Connection[Any], Crew], dict[str, Any]]:
+    def workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+        event_id = BASELINE_EVENT_IDS[kind]
+        bar = run.bar(f"{kind}: baseline")
+        tallies = crew.run(run.task(kind, (event_id,), json_key(kind)), bar, as_elapsed)
+        return summarise(tallies) | {"bench_event_id": event_id}
+
+    return workload
+
+
+def _spread_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    count = run.config.spread_events
+    bar = run.bar(f"spread: creating {count:,} events", count)
+    with conn.transaction():  # one commit for all of them
+        event_ids = []
+        for n in range(count):
+            event_ids.append(run.event(conn, f"spread {n}", NEVER_SELLS_OUT))
+            if n % 50 == 0:
+                bar.update(n)
+    bar.finish()
+    bar = run.bar(f"spread: {count:,} events (layer)")
+    tallies = crew.run(run.task(Workload.SPREAD, tuple(event_ids), "spread"), bar, as_elapsed)
+    return summarise(tallies) | {"events": count}
+
+
+def _pgbench_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    bar = run.bar("pgbench: the layer's reserve SQL")
+    pgbench = find_pgbench()
+    if pgbench is None:
+        bar.finish()
+        return {"skipped": "no pgbench binary (PostgreSQL bindir or PATH)"}
+    try:
+        script = pgbench_script(load("allocations.sql")["reserve"])
+    except BenchError as exc:  # reported as a failed workload; the others still run
+        bar.finish()
+        return {
+            "binary": str(pgbench),
+            "clients": run.config.workers,
+            "tps": None,
+            "transactions": None,
+            "latency_average_ms": None,
+            "failed_transactions": 0,
+            "error": str(exc),
+        }
+    event_id = run.event(conn, "pgbench", NEVER_SELLS_OUT)
+    result = run_pgbench(pgbench, run.url, script, event_id, run.config, bar)
+    row = conn.execute(Q["count_event_allocations"], {"event_id": event_id}).fetchone()
+    assert row is not None
+    return result | {"event_id": event_id, "rows_inserted": int(row[0])}
+
+
+def _sellout_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    buyers, tickets = run.config.sellout_buyers, run.config.sellout_tickets
+    event_id = run.event(conn, "sellout", tickets)
+    bar = run.bar(f"sellout: {buyers:,} buyers, {tickets:,} tickets", buyers)
+    task = run.task(Workload.SELLOUT, (event_id,), "sellout", attempts=buyers)
+    tallies = crew.run(task, bar, lambda _elapsed: float(crew.attempts))
+    row = conn.execute(Q["count_valid_tickets"], {"event_id": event_id}).fetchone()
+    assert row is not None
+    sold = int(row[0])
+    errors: Counter[str] = Counter()
+    for tally in tallies:
+        errors.update(tally.errors)
+    sold_out = errors.pop("SoldOut", 0)
+    reserve_errors = sum(n for name, n in errors.items() if not name.startswith("purchase: "))
+    reservations = sum(t.done for t in tallies)
+    started = min(t.started for t in tallies)
+    purchased_at = sorted(t for tally in tallies for t in tally.purchased_at)
+    ended = (
+        purchased_at[tickets - 1]
+        if len(purchased_at) >= tickets
+        else max(t.finished for t in tallies)
+    )
+    latencies = sorted(x for tally in tallies for x in tally.latencies)
+    failures = []
+    if sold != tickets:
+        failures.append(f"sellout: {sold:,} tickets sold, not {tickets:,}")
+    if sold_out != buyers - tickets:
+        failures.append(f"sellout: {sold_out:,} buyers got SoldOut, not {buyers - tickets:,}")
+    if errors:
+        failures.append(
+            f"sellout: answers other than SoldOut: {dict(sorted(errors.items()))}; "
+            f"first messages: {error_samples(tallies)}"
+        )
+    return {
+        "event_id": event_id,
+        "buyers": buyers,
+        "tickets": tickets,
+        "attempts": reservations + sold_out + reserve_errors,
+        "reservations": reservations,
+        "purchases": sum(t.purchases for t in tallies),
+        "sold": sold,
+        "oversold": max(0, sold - tickets),
+        "sold_out_answers": sold_out,
+        "other_errors": dict(sorted(errors.items())),
+        "error_samples": error_samples(tallies),
+        "seconds_to_sell_out": round(ended - started, 3),
+        "reserve_p99_ms": percentile_ms(latencies, 99),
+        "exact": not failures,
+        "failures": failures,
+    }
+
+
+def _sweeper_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    seconds = run.seconds
+    bar = run.bar("sweeper: short holds, no sweeper", 2 * seconds)
+    without_event = run.event(conn, "sweeper without", NEVER_SELLS_OUT)
+    task = run.task(Workload.SWEEPER, (without_event,), "without", hold=SHORT_HOLD)
+    without = summarise(crew.run(task, bar, as_elapsed))
+    # The second half starts with nothing lapsed: the sweeper meets only its own run's holds.
+    bar.update(seconds, "sweeper: expiring the holds left so far")
+    time.sleep(SHORT_HOLD.total_seconds())
+    drained = drain(conn)
+    with_event = run.event(conn, "sweeper with", NEVER_SELLS_OUT)
+    bar.update(seconds, "sweeper: short holds, with a sweeper process")
+    with sweeper(run.url) as stop_sweeper:
+        task = run.task(Workload.SWEEPER, (with_event,), "with", hold=SHORT_HOLD)
+        with_sweeper = summarise(crew.run(task, bar, lambda elapsed: seconds + elapsed))
+        expired, rounds = stop_sweeper()
+    return {
+        "hold_ms": SHORT_HOLD / timedelta(milliseconds=1),
+        "without": without | {"event_id": without_event},
+        "with": with_sweeper | {"event_id": with_event},
+        "drained_between_runs": drained,
+        "expired_by_sweeper": expired,
+        "sweeper_rounds": rounds,
+    }
+
+
+WORKLOADS: dict[Workload, Callable[[Run, psycopg.Connection[Any], Crew], dict[str, Any]]] = {
+    Workload.HOT: _hot_workload,
+    Workload.FOR_UPDATE: _baseline_workload(Workload.FOR_UPDATE),
+    Workload.SINGLE_UPDATE: _baseline_workload(Workload.SINGLE_UPDATE),
+    Workload.PGBENCH: _pgbench_workload,
+    Workload.SPREAD: _spread_workload,
+    Workload.SELLOUT: _sellout_workload,
+    Workload.SWEEPER: _sweeper_workload,
+}
