@@ -12,7 +12,7 @@ import pytest
 
 from ticketing import admin, bench, db
 from ticketing._tx import LOCK_TIMEOUT
-from ticketing.bench import BenchConfig, BenchError, Workload
+from ticketing.bench import BenchConfig, BenchError, Workload, regimes
 
 TICKETING = str(Path(sys.executable).with_name("ticketing"))
 
@@ -22,17 +22,42 @@ RATIOS = {
     "layer_vs_for_update",
     "layer_vs_single_update",
     "layer_vs_pgbench",
+    "reserve_vs_floor",
+    "purchase_vs_floor",
+    "cancel_vs_floor",
+    "expire_vs_floor",
+    "client_layer_vs_bare",
     "sweeper_with_vs_without",
-    "p99_layer_ms",
+    "p99_hot_ms",
+    "p99_for_update_ms",
     "p99_single_update_ms",
 }
 TARGETS = {
     "layer_vs_for_update",
     "layer_vs_single_update",
     "layer_vs_pgbench",
-    "p99_no_worse",
-    "sellout_exact",
+    "p99_below_baselines",
+    "reserve_vs_floor",
+    "purchase_vs_floor",
+    "cancel_vs_floor",
+    "expire_vs_floor",
+    "client_layer_vs_bare",
     "sweeper_with_vs_without",
+    "sellout_exact",
+}
+REGIME_KEYS = {
+    "name",
+    "label",
+    "mechanism",
+    "commit",
+    "refused",
+    "server",
+    *(w.value.replace("-", "_") for w in Workload),
+    "ratios",
+    "targets",
+    "target_values",
+    "failures",
+    "ok",
 }
 
 
@@ -49,28 +74,27 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
     report = bench.run_bench(admin_dsn, TINY)
     path = tmp_path / "results" / "bench.json"
     bench.write_json(report, path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    whole = json.loads(path.read_text(encoding="utf-8"))
 
     assert report.failures == []
-    assert data["ok"] is True
-    assert data["failures"] == []
-    assert set(data) == {
-        "machine",
-        "settings",
-        *(w.value.replace("-", "_") for w in Workload),
-        "ratios",
-        "targets",
-        "ok",
-        "failures",
-    }
-    assert data["machine"]["cpu_count"] == os.cpu_count()
+    assert (whole["ok"], whole["failures"]) == (True, [])
+    assert set(whole) == {"machine", "settings", "regimes", "ok", "failures"}
+    assert whole["machine"]["cpu_count"] == os.cpu_count()
+    assert (whole["machine"]["workers"], whole["machine"]["seconds"]) == (2, 1)
+    assert whole["settings"]["workloads"] == [w.value for w in Workload]
+    assert whole["settings"]["database_url_given"] is True
+    # A user's server is measured as it is: one regime, its settings unchanged.
+    (data,) = whole["regimes"]
+    assert set(data) == REGIME_KEYS
+    assert (data["name"], data["refused"], data["ok"]) == ("as-given", None, True)
+    assert data["commit"]["median_ms"] > 0
+    assert (data["commit"]["asked_ms"], data["commit"]["validated"]) == (None, None)
     with db.connect(dsn) as conn:
         facts = conn.execute("SELECT current_setting('synchronous_commit'), version()").fetchone()
     assert facts is not None
-    assert data["machine"]["synchronous_commit"] == facts[0]
-    assert f"PostgreSQL {data['machine']['server_version']}" in facts[1]
-    assert (data["machine"]["workers"], data["machine"]["seconds"]) == (2, 1)
-    assert data["settings"]["workloads"] == [w.value for w in Workload]
+    assert data["server"]["synchronous_commit"] == facts[0]
+    assert f"PostgreSQL {data['server']['server_version']}" in facts[1]
+    assert data["server"]["superuser"] is True
 
     # The sell-out is exact: 50 sold, the 150 others told SoldOut and nothing else.
     sellout = data["sellout"]
@@ -117,10 +141,25 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
     assert pgbench["rows_inserted"] >= pgbench["transactions"] > 0
     assert "%(" not in pgbench["script"]
 
+    # The floors ran as replica and left nothing behind; every layer run changed its rows.
+    assert data["floor"]["rows_changed"] > 0
+    assert data["floor"]["rows_per_second"] > 0
+    for name in ("purchase", "cancel", "expire"):
+        layer, floor = data[name]["layer"], data[name]["floor"]
+        assert layer["rows_changed"] == layer["holds"] > 0, name
+        assert 0 < floor["rows_changed"] <= floor["holds"], name
+        assert (layer["failed_transactions"], floor["failed_transactions"]) == (0, 0), name
+        assert data[name]["layer_vs_floor"] > 0, name
+        gone = "SELECT count(*) FROM events WHERE id = %s"
+        assert count(admin_dsn, gone, floor["event_id"]) == 0, name
+    assert data["client"]["layer_us_per_call"] > 0
+    assert data["client"]["bare_us_per_call"] > 0
+
     assert set(data["ratios"]) == RATIOS
     assert all(isinstance(value, float) and value > 0 for value in data["ratios"].values())
     assert set(data["targets"]) == TARGETS
-    assert all(isinstance(value, bool) for value in data["targets"].values())
+    speed = {k: v for k, v in data["targets"].items() if data["target_values"][k] != "-"}
+    assert all(isinstance(value, bool) for value in speed.values())
     assert data["targets"]["sellout_exact"] is True
     with db.connect(dsn) as conn:
         assert admin.check_invariants(conn) == []
@@ -194,8 +233,11 @@ def test_bench_command_end_to_end(admin_dsn: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"results written to {path}" in done.stdout
     assert "answered SoldOut (of 20 losers)" in done.stdout
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["settings"]["workloads"] == ["hot", "sellout"]
+    assert "as given" in done.stdout
+    whole = json.loads(path.read_text(encoding="utf-8"))
+    assert whole["settings"]["workloads"] == ["hot", "sellout"]
+    assert whole["ok"] is True
+    (data,) = whole["regimes"]
     assert data["hot"]["reservations"] > 0
     assert (data["sellout"]["sold"], data["sellout"]["sold_out_answers"]) == (10, 20)
     assert data["for_update"] is None
@@ -204,12 +246,65 @@ def test_bench_command_end_to_end(admin_dsn: str, tmp_path: Path) -> None:
     assert data["ok"] is True
 
 
-def test_bench_command_rejects_bad_options(dsn: str) -> None:
+def test_bench_command_rejects_bad_options(dsn: str, tmp_path: Path) -> None:
     fewer = run_cli(dsn, "--sellout-buyers", "10", "--sellout-tickets", "50")
     unknown = run_cli(dsn, "--only", "nothing")
-    for done in (fewer, unknown):
+    latency = run_cli(dsn, "--commit-latency", "2ms")
+    for done in (fewer, unknown, latency):
         assert done.returncode == 2
         assert "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert "--sellout-buyers" in fewer.stderr
     assert "'nothing' is not one of" in unknown.stderr
+    assert "--commit-latency" in latency.stderr
+    # An unwritable results path fails before the run starts.
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    unwritable = run_cli(dsn, "--json", str(blocker / "out.json"))
+    assert unwritable.returncode == 1
+    assert "Traceback" not in unwritable.stderr
+    assert "buyers" not in unwritable.stdout
+
+
+def test_standby_regime_is_measured_validated_and_reported_beside_own_commits() -> None:
+    config = BenchConfig(workers=2, seconds=1, only=frozenset({Workload.HOT}))
+    report = bench.run_bench(None, config, commit_latencies=(None, 2.0))
+    whole = report.data
+    assert [r["name"] for r in whole["regimes"]] == ["own-commits", "standby"]
+    own, standby = whole["regimes"]
+    assert own["commit"]["median_ms"] > 0
+    assert own["commit"]["validated"] is None
+    assert own["server"]["synchronous_standby_names"] == ""
+    assert own["hot"]["reservations"] > 0
+    assert own["hot"]["errors"] == {}
+    # The standby's commits wait for its delayed apply; the run checks the measured
+    # latency against the 2 ms asked (within half) and refuses the regime otherwise.
+    commit = standby["commit"]
+    assert commit["asked_ms"] == 2.0
+    assert commit["median_ms"] > 0
+    assert commit["apply_delay_ms"] is not None
+    assert standby["server"]["synchronous_commit"] == "remote_apply"
+    assert standby["server"]["synchronous_standby_names"] == "s1"
+    assert "recovery_min_apply_delay" in standby["mechanism"]
+    within = 1.0 <= commit["median_ms"] <= 3.0
+    assert commit["validated"] is within
+    if within:
+        assert report.failures == [], report.failures
+        assert standby["hot"]["reservations"] > 0
+        assert standby["hot"]["errors"] == {}
+    else:  # a busy machine: the regime is reported as a failure, its workloads not run
+        assert standby["refused"] in report.failures
+        assert standby["hot"] is None
+        assert report.ok is False
+    json.dumps(whole)  # the report is JSON as it is
+
+
+def test_a_regime_off_its_asked_latency_is_refused() -> None:
+    regime = regimes.Regime("standby", "s", "postgresql://x", 2.0, "m")
+    assert regimes.validate(regime, {"median_ms": 2.9}) is None
+    assert regimes.validate(regime, {"median_ms": 1.1}) is None
+    refused = regimes.validate(regime, {"median_ms": 3.2})
+    assert refused is not None
+    assert "not reported" in refused
+    assert regimes.validate(regime, {"median_ms": 0.2}) is not None
+    assert regimes.validate(regimes.as_given("postgresql://x"), {"median_ms": 9.0}) is None

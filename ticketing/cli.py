@@ -8,6 +8,7 @@ on stderr and exit non-zero; there are no tracebacks for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -31,6 +32,7 @@ from ticketing import _validate, admin, allocations, db, embedded
 from ticketing.bench import (
     BenchConfig,
     Workload,
+    check_writable,
     default_json_path,
     run_bench,
     summary,
@@ -306,7 +308,7 @@ def bench(
     workers: Annotated[
         int, typer.Option(min=1, max=256, help="Concurrent buyer processes (and pgbench clients).")
     ] = 16,
-    seconds: Annotated[int, typer.Option(min=1, max=3600, help="Length of each timed run.")] = 10,
+    seconds: Annotated[int, typer.Option(min=1, max=3600, help="Length of each timed run.")] = 5,
     json_path: Annotated[
         Path | None,
         typer.Option(
@@ -325,12 +327,34 @@ def bench(
     sellout_tickets: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="Tickets in the sell-out.")
     ] = 1000,
+    commit_latency: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this regime: commits slowed to about this long by a synchronous standby "
+            "(e.g. 2ms; 0 for the machine's own commits). Default: both. Not with a database URL.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Measure reservations per second against two baselines and pgbench; check a sell-out."""
+    """Reservations per second against two baselines, pgbench and the design's floor.
+
+    Without a database URL: on a throwaway server, at the machine's own commit
+    latency and at ~2 ms commits with a synchronous standby, side by side.
+    """
     if sellout_buyers < sellout_tickets:
         raise typer.BadParameter(
             "must be at least --sellout-tickets", param_hint="'--sellout-buyers'"
         )
+    url = ctx.ensure_object(Settings).database_url
+    latencies: tuple[float | None, ...] | None = None
+    if commit_latency is not None:
+        if url is not None:
+            raise typer.BadParameter(
+                "needs the throwaway server: not with --database-url / DATABASE_URL",
+                param_hint="'--commit-latency'",
+            )
+        asked = parse_duration(commit_latency) / timedelta(milliseconds=1)
+        latencies = (asked if asked > 0 else None,)
     config = BenchConfig(
         workers=workers,
         seconds=seconds,
@@ -339,7 +363,13 @@ def bench(
         sellout_tickets=sellout_tickets,
     )
     path = json_path or default_json_path()
-    with _database(ctx, throwaway=True) as url:
+    check_writable(path)  # before the run, not after minutes of it
+    with contextlib.ExitStack() as stack:
+        if url is not None:
+            stack.enter_context(_database(ctx, throwaway=False))  # migrated?
+            err.print("[dim]measuring the server at DATABASE_URL as it is (regime: as given)[/]")
+        else:
+            err.print("[dim]no DATABASE_URL: using a throwaway PostgreSQL (and a standby)[/]")
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -348,7 +378,7 @@ def bench(
             transient=False,
         )
         with progress:
-            report = run_bench(url, config, progress=progress)
+            report = run_bench(url, config, commit_latencies=latencies, progress=progress)
     out.print(summary(report))
     write_json(report, path)
     out.print(f"results written to {path}", soft_wrap=True, highlight=False)

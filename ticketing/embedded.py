@@ -19,10 +19,15 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
 
 from ticketing.errors import TicketingError
 
@@ -98,12 +103,16 @@ class EmbeddedPostgres:
         auth = f"{self.user}:{quote(self.password, safe='')}" if self.password else self.user
         return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
 
-    def _run(self, *args: str) -> None:
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> None:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self._as_root:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
         done = subprocess.run(  # noqa: S603 - fixed server binaries, our own arguments
-            command, capture_output=True, text=True, check=False
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=None if env is None else os.environ | env,
         )
         if done.returncode != 0:
             detail = (done.stderr or done.stdout).strip().splitlines()
@@ -112,26 +121,53 @@ class EmbeddedPostgres:
                 f"{detail[-1] if detail else done.returncode}"
             )
 
-    def start(self) -> EmbeddedPostgres:
+    def _make_root(self) -> None:
+        """A temporary directory (and its socket directory) the server user owns."""
         self.root = Path(tempfile.mkdtemp(prefix="ticketing-pg-"))
+        sockets = self.root / "sockets"
+        sockets.mkdir()
+        if self._as_root:
+            owner = pwd.getpwnam(SERVER_USER)
+            for path in (self.root, sockets):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            # The server user must be able to reach the directory.
+            parent = self.root.parent
+            while parent != parent.parent:
+                with contextlib.suppress(OSError):
+                    os.chmod(parent, os.stat(parent).st_mode | 0o001)
+                parent = parent.parent
+
+    def _launch(self) -> None:
+        """Start the server of `datadir` on this port and wait until it accepts connections."""
+        assert self.root is not None
+        options = (
+            f"-p {self.port} -c listen_addresses={self.host} "
+            f"-c unix_socket_directories={self.root / 'sockets'} -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def start(self) -> EmbeddedPostgres:
         try:
-            sockets = self.root / "sockets"
-            sockets.mkdir()
-            if self._as_root:
-                owner = pwd.getpwnam(SERVER_USER)
-                for path in (self.root, sockets):
-                    os.chown(path, owner.pw_uid, owner.pw_gid)
-                # The server user must be able to reach the directory.
-                parent = self.root.parent
-                while parent != parent.parent:
-                    with contextlib.suppress(OSError):
-                        os.chmod(parent, os.stat(parent).st_mode | 0o001)
-                    parent = parent.parent
+            self._make_root()
+            assert self.root is not None
             auth = ["--auth=trust"]
             if self.password is not None:  # password authentication, even on 127.0.0.1
                 pwfile = self.root / "pwfile"
                 pwfile.write_text(self.password + "\n", encoding="utf-8")
                 if self._as_root:
+                    owner = pwd.getpwnam(SERVER_USER)
                     os.chown(pwfile, owner.pw_uid, owner.pw_gid)
                 auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
             self._run(
@@ -144,23 +180,7 @@ class EmbeddedPostgres:
                 "--encoding=UTF8",
                 "--no-sync",
             )
-            options = (
-                f"-p {self.port} -c listen_addresses={self.host} "
-                f"-c unix_socket_directories={sockets} -c max_connections=200"
-            )
-            self._run(
-                "pg_ctl",
-                "-D",
-                str(self.datadir),
-                "-o",
-                options,
-                "-l",
-                str(self.root / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
+            self._launch()
         except BaseException:
             self.stop()
             raise
@@ -175,6 +195,111 @@ class EmbeddedPostgres:
                 self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+
+
+class EmbeddedStandby(EmbeddedPostgres):
+    """A streaming standby of a throwaway primary (`pg_basebackup -R`), in its own directory.
+
+    It connects as `application_name`, so the primary can name it in
+    synchronous_standby_names; `apply_delay_ms` becomes its
+    recovery_min_apply_delay. The primary's settings are left alone: see
+    `synchronous()`.
+    """
+
+    def __init__(
+        self,
+        primary: EmbeddedPostgres,
+        *,
+        application_name: str = "s1",
+        apply_delay_ms: int = 0,
+        port: int | None = None,
+    ) -> None:
+        super().__init__(port=port, bindir=primary.bindir, password=primary.password)
+        self.primary = primary
+        self.application_name = application_name
+        self.apply_delay_ms = apply_delay_ms
+
+    def start(self) -> EmbeddedStandby:
+        try:
+            self._make_root()
+            env = {"PGPASSWORD": self.password} if self.password is not None else {}
+            self._run(
+                "pg_basebackup",
+                "-D",
+                str(self.datadir),
+                "-h",
+                self.primary.host,
+                "-p",
+                str(self.primary.port),
+                "-U",
+                self.primary.user,
+                "-X",
+                "stream",
+                "-R",
+                "--no-sync",
+                env=env,
+            )
+            self._configure()
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _configure(self) -> None:
+        """Name the standby in primary_conninfo and set its apply delay (postgresql.auto.conf)."""
+        conf = self.datadir / "postgresql.auto.conf"
+        lines = conf.read_text(encoding="utf-8").splitlines()
+        found = False
+        for n, line in enumerate(lines):
+            if line.startswith("primary_conninfo = '") and line.endswith("'"):
+                lines[n] = f"{line[:-1]} application_name={self.application_name}'"
+                found = True
+        if not found:
+            raise ServerFailed("pg_basebackup -R wrote no primary_conninfo")
+        lines.append(f"recovery_min_apply_delay = '{self.apply_delay_ms}ms'")
+        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def synchronous(
+    primary: EmbeddedPostgres, standby: EmbeddedStandby, *, level: str = "remote_apply"
+) -> Iterator[None]:
+    """Make every commit on `primary` wait for `standby` (at `level`) inside the block.
+
+    Only for a primary this module started: ALTER SYSTEM, then reload. On exit
+    the primary commits alone again, before the standby stops.
+    """
+    names = sql.Literal(standby.application_name)
+    with psycopg.connect(primary.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(names))
+        conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_commit = {}").format(sql.Literal(level)))
+        conn.execute("SELECT pg_reload_conf()")
+        _wait_for_sync(conn, standby.application_name)
+    try:
+        yield
+    finally:
+        with psycopg.connect(primary.url(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            conn.execute("ALTER SYSTEM RESET synchronous_commit")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def _wait_for_sync(
+    conn: psycopg.Connection[Any], application_name: str, timeout: float = 60.0
+) -> None:
+    """Wait until the primary reports the standby as its synchronous one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+        if row is not None and row[0] == "sync":
+            return
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"standby {application_name} did not become synchronous")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

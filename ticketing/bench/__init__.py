@@ -33,6 +33,7 @@ from ticketing.bench.config import (
     BenchError,
     BenchReport,
     Workload,
+    check_writable,
     default_json_path,
     write_json,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "BenchError",
     "BenchReport",
     "Workload",
+    "check_writable",
     "default_json_path",
     "find_pgbench",
     "pgbench_connection",

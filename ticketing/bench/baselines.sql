@@ -62,5 +62,54 @@ SELECT count(*) FROM allocations WHERE event_id = %(event_id)s;
 -- name: server_facts
 SELECT current_setting('server_version'),
        current_setting('synchronous_commit'),
+       current_setting('synchronous_standby_names'),
        current_setting('max_connections')::integer,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+
+-- name: commit_probe_schema
+-- One bare single-client commit with a write (ticketing.bench.regimes).
+CREATE SCHEMA IF NOT EXISTS bench;
+
+-- name: commit_probe_table
+CREATE TABLE IF NOT EXISTS bench.commit_probe (n integer NOT NULL);
+
+-- name: commit_probe
+INSERT INTO bench.commit_probe (n) VALUES (1);
+
+-- name: commit_probe_empty
+TRUNCATE bench.commit_probe;
+
+-- name: make_holds
+-- Holds made before a timed run (purchase, cancel, expire), through the
+-- layer's triggers, one batch per statement. The k-th hold (from 0) has
+-- fingerprint bench-h-k; pgbench finds it as base + k (see hold_range).
+INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)
+SELECT %(event_id)s::bigint, 'bench-h-' || k, 1 + k %% 4, now() + %(hold)s::interval
+FROM generate_series(%(first)s::integer, %(first)s::integer + %(count)s::integer - 1) AS k
+ORDER BY k;
+
+-- name: hold_range
+-- The first id of an event's holds, how many, and how many have id = base + k.
+WITH h AS (
+    SELECT id, fingerprint FROM allocations WHERE event_id = %(event_id)s
+), b AS (
+    SELECT min(id) AS base FROM h
+)
+SELECT b.base, count(*), count(*) FILTER (WHERE h.fingerprint = 'bench-h-' || (h.id - b.base))
+FROM h, b
+GROUP BY b.base;
+
+-- name: count_event_status
+SELECT count(*) FROM allocations WHERE event_id = %(event_id)s AND status = %(status)s;
+
+-- name: event_tables
+-- Tables of the layer's schema with an event_id or allocation_id column, to
+-- remove a floor event completely (it ran without the layer's triggers).
+SELECT c.table_name, bool_or(c.column_name = 'event_id') AS by_event
+FROM information_schema.columns AS c
+JOIN information_schema.tables AS t USING (table_schema, table_name)
+WHERE c.table_schema = current_schema()
+  AND t.table_type = 'BASE TABLE'
+  AND c.column_name IN ('event_id', 'allocation_id')
+GROUP BY c.table_name
+ORDER BY c.table_name;

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from psycopg import conninfo
 
 from ticketing import embedded
 from ticketing._tx import LOCK_TIMEOUT
-from ticketing.bench.config import QUANTITY_RANGE, BenchConfig, BenchError
+from ticketing.bench.config import QUANTITY_RANGE, BenchError
 from ticketing.bench.crew import Bar
 
 #: What each named parameter of the reserve statement becomes in the pgbench script.
@@ -38,11 +39,17 @@ _PGBENCH_LATENCY = re.compile(r"latency average = ([0-9.]+) ms")
 _PGBENCH_FAILED = re.compile(r"number of failed transactions: (\d+)")
 
 
-def pgbench_script(reserve_sql: str) -> str:
+def pgbench_script(
+    reserve_sql: str,
+    parameters: dict[str, str] | None = None,
+    preamble: str = PGBENCH_PREAMBLE,
+) -> str:
     """A pgbench script that runs `reserve_sql` with pgbench variables for its parameters.
 
-    Comment lines are dropped; every %(name)s must be one of PGBENCH_PARAMETERS.
+    Comment lines are dropped; every %(name)s must be one of `parameters`
+    (default PGBENCH_PARAMETERS, the reserve statement's); `preamble` comes first.
     """
+    parameters = PGBENCH_PARAMETERS if parameters is None else parameters
     body = "\n".join(
         line for line in reserve_sql.splitlines() if not line.lstrip().startswith("--")
     )
@@ -51,14 +58,12 @@ def pgbench_script(reserve_sql: str) -> str:
         name = found.group(1)
         if found.group(0) == "%%":
             return "%"
-        if name is None or name not in PGBENCH_PARAMETERS:
-            raise BenchError(
-                f"the reserve statement has a parameter pgbench cannot fill: {found[0]}"
-            )
-        return PGBENCH_PARAMETERS[name]
+        if name is None or name not in parameters:
+            raise BenchError(f"the statement has a parameter pgbench cannot fill: {found[0]}")
+        return parameters[name]
 
     statement = _PSYCOPG_PARAMETER.sub(replace, body).strip().rstrip(";").strip()
-    return f"{PGBENCH_PREAMBLE}{statement};\n"
+    return f"{preamble}{statement};\n"
 
 
 def find_pgbench() -> Path | None:
@@ -96,34 +101,47 @@ def pgbench_connection(url: str) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def run_pgbench(
-    pgbench: Path, url: str, script: str, event_id: int, config: BenchConfig, bar: Bar
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PgbenchRun:
+    """One pgbench run: the script, its clients, and for how long or how many transactions."""
+
+    script: str
+    clients: int
+    seconds: int | None = None  # -T
+    transactions: int | None = None  # -t, per client
+    defines: dict[str, int] = field(default_factory=dict)  # -D name=value
+    options: str | None = None  # added to PGOPTIONS, e.g. -c session_replication_role=replica
+
+
+def run_pgbench(pgbench: Path, url: str, run: PgbenchRun, bar: Bar) -> dict[str, Any]:
+    """Run pgbench -M prepared; its tps, transactions, latency and failures (or an error)."""
     connection, env = pgbench_connection(url)
+    if run.options:
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {run.options}".strip()
+    length = ["-T", str(run.seconds)] if run.transactions is None else ["-t", str(run.transactions)]
+    defines = [arg for name, value in run.defines.items() for arg in ("-D", f"{name}={value}")]
     with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as tmp:
-        path = Path(tmp) / "reserve.sql"
-        path.write_text(script, encoding="utf-8")
+        path = Path(tmp) / "script.sql"
+        path.write_text(run.script, encoding="utf-8")
         command = [
             str(pgbench),
             "-n",
             "-c",
-            str(config.workers),
+            str(run.clients),
             "-j",
-            str(min(2, config.workers)),
-            "-T",
-            str(config.seconds),
+            str(min(2, run.clients)),
+            *length,
             "-M",
             "prepared",
-            "-D",
-            f"event_id={event_id}",
+            *defines,
             "-f",
             str(path),
             *connection,
         ]
-        environ = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"} | env
+        environ = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGOPTIONS")}
         started = time.monotonic()
         with subprocess.Popen(  # noqa: S603 - the machine's pgbench, our own arguments
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ | env
         ) as proc:
             try:
                 while proc.poll() is None:
@@ -140,13 +158,13 @@ def run_pgbench(
     failed = _PGBENCH_FAILED.search(stdout)
     result: dict[str, Any] = {
         "binary": str(pgbench),
-        "clients": config.workers,
+        "clients": run.clients,
         "exit_code": proc.returncode,
         "tps": float(tps.group(1)) if tps else None,
         "transactions": int(transactions.group(1)) if transactions else None,
         "latency_average_ms": float(latency.group(1)) if latency else None,
         "failed_transactions": int(failed.group(1)) if failed else 0,
-        "script": script,
+        "script": run.script,
     }
     if proc.returncode != 0 or tps is None:
         lines = [line for line in (stderr or stdout).strip().splitlines() if line.strip()]

@@ -1,19 +1,16 @@
-"""The tables `ticketing bench` prints: workloads, the sell-out, the targets."""
+"""The tables `ticketing bench` prints: every regime side by side, the sell-outs, the targets."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 
-from ticketing.bench.config import (
-    TARGET_SWEEPER,
-    TARGET_VS_FOR_UPDATE,
-    TARGET_VS_PGBENCH,
-    TARGET_VS_SINGLE_UPDATE,
-    BenchReport,
-)
+from ticketing.bench.config import BenchReport
+
+Cell = Callable[[dict[str, Any]], str]
 
 
 def _ms(value: float | None) -> str:
@@ -26,125 +23,193 @@ def _x(value: float | None) -> str:
 
 def _verdict(value: bool | None, missed: str = "[yellow]missed[/]") -> str:
     if value is None:
-        return "[dim]not run[/]"
+        return "[dim]-[/]"
     return "[green]met[/]" if value else missed
 
 
+def _timed(result: dict[str, Any] | None) -> str:
+    """reservations/s and p99 of a timed workload, with its errors in red."""
+    if result is None:
+        return "[dim]not run[/]"
+    text = f"{result['reservations_per_second']:,.0f} /s, p99 {_ms(result['p99_ms'])}"
+    errors = sum(result["errors"].values())
+    return text + (f" [red]{errors:,} errors[/]" if errors else "")
+
+
+def _pgbench(result: dict[str, Any] | None, key: str = "tps") -> str:
+    if result is None:
+        return "[dim]not run[/]"
+    for reason in ("skipped", "unavailable"):
+        if reason in result:
+            return f"[dim]{reason}[/]"
+    if "error" in result:
+        return "[red]failed[/]"
+    rate = result.get(key)
+    failed = result.get("failed_transactions") or 0
+    return ("-" if rate is None else f"{rate:,.0f} /s") + (
+        f" [red]{failed} failed[/]" if failed else ""
+    )
+
+
+def _pair(name: str, side: str) -> Cell:
+    def cell(regime: dict[str, Any]) -> str:
+        pair = regime[name]
+        return _pgbench(None if pair is None else pair[side], "rows_per_second")
+
+    return cell
+
+
+def _commit(regime: dict[str, Any]) -> str:
+    commit = regime["commit"]
+    if commit.get("median_ms") is None:
+        return "[dim]not measured[/]"
+    text = f"{commit['median_ms']:.2f} ms"
+    if commit["asked_ms"] is not None:
+        mark = "[green]ok[/]" if commit["validated"] else "[red]REFUSED[/]"
+        text += f" (asked {commit['asked_ms']:g}, {mark})"
+    return text
+
+
+def _client(regime: dict[str, Any]) -> str:
+    client = regime["client"]
+    if client is None:
+        return "[dim]not run[/]"
+    return f"{client['layer_us_per_call']:,.0f} / {client['bare_us_per_call']:,.0f} us"
+
+
+def _sweeper(half: str) -> Cell:
+    def cell(regime: dict[str, Any]) -> str:
+        return _timed(None if regime["sweeper"] is None else regime["sweeper"][half])
+
+    return cell
+
+
+ROWS: list[tuple[str, Cell]] = [
+    ("one bare commit (median)", _commit),
+    ("hot: layer", lambda r: _timed(r["hot"])),
+    ("hot: SELECT FOR UPDATE", lambda r: _timed(r["for_update"])),
+    ("hot: single UPDATE", lambda r: _timed(r["single_update"])),
+    ("reserve: pgbench, layer SQL", lambda r: _pgbench(r["pgbench"])),
+    ("reserve: pgbench, floor", lambda r: _pgbench(r["floor"], "rows_per_second")),
+    ("purchase: pgbench, layer SQL", _pair("purchase", "layer")),
+    ("purchase: pgbench, floor", _pair("purchase", "floor")),
+    ("cancel: pgbench, layer SQL", _pair("cancel", "layer")),
+    ("cancel: pgbench, floor", _pair("cancel", "floor")),
+    ("expire_due: rows, layer SQL", _pair("expire", "layer")),
+    ("expire_due: rows, floor", _pair("expire", "floor")),
+    ("spread: many events", lambda r: _timed(r["spread"])),
+    ("short holds, no sweeper", _sweeper("without")),
+    ("short holds + sweeper", _sweeper("with")),
+    ("client CPU/reserve: layer / bare", _client),
+]
+
+TARGET_ROWS = [
+    ("layer / SELECT FOR UPDATE", "layer_vs_for_update"),
+    ("layer / single UPDATE", "layer_vs_single_update"),
+    ("layer / pgbench (reserve)", "layer_vs_pgbench"),
+    ("p99: layer below both baselines", "p99_below_baselines"),
+    ("reserve: layer SQL / floor", "reserve_vs_floor"),
+    ("purchase: layer SQL / floor", "purchase_vs_floor"),
+    ("cancel: layer SQL / floor", "cancel_vs_floor"),
+    ("expire_due: layer SQL / floor", "expire_vs_floor"),
+    ("client CPU: layer / bare", "client_layer_vs_bare"),
+    ("with sweeper / without", "sweeper_with_vs_without"),
+    ("sell-out exact", "sellout_exact"),
+]
+
+
 def summary(report: BenchReport) -> Group:
-    """The run as tables: the workloads (machine facts in the title), the sell-out, the targets."""
+    """The run as tables: workloads by regime, the sell-outs, the targets, the mechanisms."""
     data = report.data
-    machine = data["machine"]
+    machine, regimes = data["machine"], data["regimes"]
+    version = str(machine.get("server_version", "?")).split()[0]
     title = (
-        f"ticketing bench: {machine['cpu_count']} CPUs, "
-        f"PostgreSQL {str(machine['server_version']).split()[0]}, "
-        f"synchronous_commit={machine['synchronous_commit']}, "
+        f"ticketing bench: {machine['cpu_count']} CPUs, PostgreSQL {version}, "
         f"{machine['workers']} workers, {machine['seconds']} s runs"
     )
-    tables = [_workloads_table(data, title)]
-    if data["sellout"] is not None:
-        tables.append(_sellout_table(data["sellout"]))
-    tables.append(_targets_table(data))
+    table = Table(title=title, caption="per second; latency in ms")
+    table.add_column("workload", no_wrap=True)
+    for regime in regimes:
+        table.add_column(regime["label"], justify="right")
+    for label, cell in ROWS:
+        table.add_row(
+            label, *(cell(r) if cell is _commit else _refused(r) or cell(r) for r in regimes)
+        )
+    tables: list[Table] = [table]
+    if any(r["sellout"] is not None for r in regimes):
+        tables.append(_sellout_table(regimes))
+    tables.append(_targets_table(regimes))
+    tables.append(_mechanisms_table(regimes))
     return Group(*tables)
 
 
-def _workloads_table(data: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, caption="reservations per second; latency in ms")
-    table.add_column("workload", no_wrap=True)
-    for name in ("per s", "p50", "p95", "p99", "count", "errors"):
-        table.add_column(name, justify="right")
+def _refused(regime: dict[str, Any]) -> str | None:
+    return "[red]refused[/]" if regime["refused"] else None
 
-    def timed_row(label: str, result: dict[str, Any] | None) -> None:
-        if result is None:
-            return
-        errors = sum(result["errors"].values())
+
+def _sellout_table(regimes: list[dict[str, Any]]) -> Table:
+    first = next(r["sellout"] for r in regimes if r["sellout"] is not None)
+    table = Table(
+        title=f"sell-out: {first['buyers']:,} buyers, one ticket each, {first['tickets']:,} tickets"
+    )
+    table.add_column("measure")
+    for regime in regimes:
+        table.add_column(regime["label"], justify="right")
+    wrong = "[red]{}[/]"
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
         table.add_row(
-            label,
-            f"{result['reservations_per_second']:,.0f}",
-            _ms(result["p50_ms"]),
-            _ms(result["p95_ms"]),
-            _ms(result["p99_ms"]),
-            f"{result['reservations']:,}",
-            f"[red]{errors:,}[/]" if errors else "0",
+            label, *("-" if r["sellout"] is None else cell(r["sellout"]) for r in regimes)
         )
 
-    timed_row("hot: layer", data["hot"])
-    timed_row("hot: SELECT FOR UPDATE", data["for_update"])
-    timed_row("hot: single UPDATE", data["single_update"])
-    pgbench = data["pgbench"]
-    if pgbench is not None:
-        if "skipped" in pgbench:
-            table.add_row("hot: pgbench, layer SQL", "skipped", "", "", "", "", "")
-        else:
-            failed = pgbench["failed_transactions"] + (1 if "error" in pgbench else 0)
-            table.add_row(
-                "hot: pgbench, layer SQL",
-                "-" if pgbench["tps"] is None else f"{pgbench['tps']:,.0f}",
-                "",
-                "",
-                "",
-                f"{pgbench['transactions'] or 0:,}",
-                f"[red]{failed:,}[/]" if failed else "0",
-            )
-    spread = data["spread"]
-    timed_row(f"spread: {spread['events']:,} events" if spread else "", spread)
-    sweeper = data["sweeper"]
-    if sweeper is not None:
-        timed_row("short holds, no sweeper", sweeper["without"])
-        timed_row("short holds + sweeper", sweeper["with"])
-    return table
+    def count(key: str, right: Callable[[dict[str, Any]], bool]) -> Cell:
+        return lambda s: ("{}" if right(s) else wrong).format(f"{s[key]:,}")
 
-
-def _sellout_table(sellout: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"sell-out: {sellout['buyers']:,} buyers, one ticket each, "
-        f"{sellout['tickets']:,} tickets"
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    wrong = "[red]{}[/]"
-    losers = sellout["buyers"] - sellout["tickets"]
-    other = sum(sellout["other_errors"].values())
-    table.add_row(
-        "tickets sold",
-        (wrong if sellout["sold"] != sellout["tickets"] else "{}").format(f"{sellout['sold']:,}"),
-    )
-    table.add_row(
-        "oversold", (wrong if sellout["oversold"] else "{}").format(f"{sellout['oversold']:,}")
-    )
-    table.add_row(
+    losers = first["buyers"] - first["tickets"]
+    row("tickets sold", count("sold", lambda s: s["sold"] == s["tickets"]))
+    row("oversold", count("oversold", lambda s: not s["oversold"]))
+    row(
         f"answered SoldOut (of {losers:,} losers)",
-        (wrong if sellout["sold_out_answers"] != losers else "{}").format(
-            f"{sellout['sold_out_answers']:,}"
-        ),
+        count("sold_out_answers", lambda s: s["sold_out_answers"] == s["buyers"] - s["tickets"]),
     )
-    table.add_row("other answers", (wrong if other else "{}").format(f"{other:,}"))
-    table.add_row("time to sell out", f"{sellout['seconds_to_sell_out']:.2f} s")
-    table.add_row("reserve p99", f"{_ms(sellout['reserve_p99_ms'])} ms")
-    table.add_row("exact", _verdict(sellout["exact"], "[red]NO[/]"))
+    row("other answers", lambda s: f"{sum(s['other_errors'].values()):,}")
+    row("time to sell out", lambda s: f"{s['seconds_to_sell_out']:.2f} s")
+    row("reserve p99", lambda s: f"{_ms(s['reserve_p99_ms'])} ms")
+    row("exact", lambda s: _verdict(s["exact"], "[red]NO[/]"))
     return table
 
 
-def _targets_table(data: dict[str, Any]) -> Table:
-    ratios, targets = data["ratios"], data["targets"]
+def _targets_table(regimes: list[dict[str, Any]]) -> Table:
     table = Table(title="targets (reported, not asserted)")
     table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("")
-    for label, key, target in (
-        ("layer / SELECT FOR UPDATE", "layer_vs_for_update", TARGET_VS_FOR_UPDATE),
-        ("layer / single UPDATE", "layer_vs_single_update", TARGET_VS_SINGLE_UPDATE),
-        ("layer / pgbench", "layer_vs_pgbench", TARGET_VS_PGBENCH),
-        ("with sweeper / without", "sweeper_with_vs_without", TARGET_SWEEPER),
-    ):
-        table.add_row(label, _x(ratios[key]), f">= {target:g}x", _verdict(targets[key]))
-    table.add_row(
-        "p99 ms: layer / single UPDATE",
-        f"{_ms(ratios['p99_layer_ms'])} / {_ms(ratios['p99_single_update_ms'])}",
-        "no worse",
-        _verdict(targets["p99_no_worse"]),
-    )
-    table.add_row(
-        "sell-out exact", "", "required", _verdict(targets["sellout_exact"], "[red]FAILED[/]")
-    )
+    for regime in regimes:
+        table.add_column(regime["label"], justify="right")
+        table.add_column("target", justify="right")
+        table.add_column("")
+    for label, key in TARGET_ROWS:
+        cells: list[str] = []
+        for regime in regimes:
+            value = regime["ratios"].get(key)
+            if key == "p99_below_baselines":
+                shown = f"{_ms(regime['ratios']['p99_hot_ms'])} ms"
+            elif key == "sellout_exact":
+                shown = ""
+            else:
+                shown = _x(value)
+            met = regime["targets"][key]
+            missed = "[red]FAILED[/]" if key == "sellout_exact" else "[yellow]missed[/]"
+            cells += [shown, regime["target_values"][key], _verdict(met, missed)]
+        table.add_row(label, *cells)
+    return table
+
+
+def _mechanisms_table(regimes: list[dict[str, Any]]) -> Table:
+    table = Table(title="regimes")
+    table.add_column("regime", no_wrap=True)
+    table.add_column("how the commit latency is produced")
+    for regime in regimes:
+        note = regime["mechanism"]
+        if regime["refused"]:
+            note += f" [red]{regime['refused']}[/]"
+        table.add_row(regime["label"], note)
     return table

@@ -5,39 +5,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
-from rich.progress import Progress
 
-from ticketing import allocations, events
-from ticketing.bench.buyers import Task
 from ticketing.bench.config import (
     BASELINE_EVENT_IDS,
     NEVER_SELLS_OUT,
     SHORT_HOLD,
-    SWEEPER_BATCH,
-    BenchConfig,
     BenchError,
     Workload,
 )
-from ticketing.bench.crew import Bar, Crew, sweeper
-from ticketing.bench.pgbench import find_pgbench, pgbench_script, run_pgbench
+from ticketing.bench.context import Run, as_elapsed, drain, json_key
+from ticketing.bench.crew import Crew, sweeper
+from ticketing.bench.pgbench import PgbenchRun, find_pgbench, pgbench_script, run_pgbench
 from ticketing.bench.sql import Q
 from ticketing.bench.stats import error_samples, percentile_ms, summarise
 from ticketing.queries import load
-
-
-def drain(conn: psycopg.Connection[Any]) -> int:
-    """Expire every lapsed hold in the database; return how many."""
-    total = 0
-    while True:
-        batch = allocations.expire_due(conn, limit=10 * SWEEPER_BATCH)
-        total += batch
-        if batch < 10 * SWEEPER_BATCH:
-            return total
 
 
 def prepare_baselines(conn: psycopg.Connection[Any]) -> None:
@@ -50,57 +35,13 @@ def prepare_baselines(conn: psycopg.Connection[Any]) -> None:
             conn.execute(Q["baseline_new_event"], {"id": event_id, "total": NEVER_SELLS_OUT})
 
 
-def json_key(workload: Workload) -> str:
-    """The workload's key in the JSON: for-update -> for_update."""
-    return workload.value.replace("-", "_")
-
-
-@dataclass(frozen=True)
-class Run:
-    """What every workload of one run shares."""
-
-    url: str
-    config: BenchConfig
-    progress: Progress | None
-    tag: str  # in event names and fingerprints
-    seed: int
-
-    @property
-    def seconds(self) -> float:
-        return float(self.config.seconds)
-
-    def bar(self, description: str, total: float | None = None) -> Bar:
-        return Bar(self.progress, description, self.seconds if total is None else total)
-
-    def task(self, kind: Workload, event_ids: tuple[int, ...], label: str, **extra: Any) -> Task:
-        return Task(
-            kind=kind,
-            event_ids=event_ids,
-            seconds=self.seconds,
-            tag=f"{self.tag}-{label}",
-            seed=self.seed,
-            **extra,
-        )
-
-    def event(self, conn: psycopg.Connection[Any], label: str, total: int) -> int:
-        return events.create_event(
-            conn,
-            name=f"bench {self.tag} {label}",
-            starts_at=datetime.now(UTC) + timedelta(days=30),
-            total_tickets=total,
-            max_per_buyer=None,
-        ).id
-
-
-def as_elapsed(elapsed: float) -> float:
-    return elapsed
-
-
 def _hot_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
     event_id = run.event(conn, "hot", NEVER_SELLS_OUT)
     bar = run.bar("hot: one event (layer)")
     tallies = crew.run(run.task(Workload.HOT, (event_id,), "hot"), bar, as_elapsed)
-    return summarise(tallies) | {"event_id": event_id}
+    result = summarise(tallies)
+    run.rates.setdefault("reserve layer", result["reservations_per_second"])
+    return result | {"event_id": event_id}
 
 
 def _baseline_workload(
@@ -150,9 +91,14 @@ def _pgbench_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> di
             "error": str(exc),
         }
     event_id = run.event(conn, "pgbench", NEVER_SELLS_OUT)
-    result = run_pgbench(pgbench, run.url, script, event_id, run.config, bar)
+    job = PgbenchRun(
+        script, run.config.workers, seconds=run.config.seconds, defines={"event_id": event_id}
+    )
+    result = run_pgbench(pgbench, run.url, job, bar)
     row = conn.execute(Q["count_event_allocations"], {"event_id": event_id}).fetchone()
     assert row is not None
+    if result["tps"]:
+        run.rates["reserve layer"] = result["tps"]
     return result | {"event_id": event_id, "rows_inserted": int(row[0])}
 
 
