@@ -40,7 +40,6 @@ CONSTRAINTS = {
     "events_updated_after_created": ("events", "c"),
     "events_starts_at_range": ("events", "c"),
     "allocations_pkey": ("allocations", "p"),
-    "allocations_event_id_fkey": ("allocations", "f"),
     "allocations_fingerprint_length": ("allocations", "c"),
     "allocations_quantity_range": ("allocations", "c"),
     "allocations_status_valid": ("allocations", "c"),
@@ -59,10 +58,8 @@ CONSTRAINTS = {
     "inventory_slots_counts_nonnegative": ("inventory_slots", "c"),
     "inventory_slots_within_capacity": ("inventory_slots", "c"),
     "buyer_inventory_pkey": ("buyer_inventory", "p"),
-    "buyer_inventory_event_id_fkey": ("buyer_inventory", "f"),
     "buyer_inventory_quantity_nonnegative": ("buyer_inventory", "c"),
     "tickets_pkey": ("tickets", "p"),
-    "tickets_event_id_fkey": ("tickets", "f"),
     "tickets_allocation_fkey": ("tickets", "f"),
     "tickets_number_positive": ("tickets", "c"),
     "tickets_code_length": ("tickets", "c"),
@@ -70,7 +67,6 @@ CONSTRAINTS = {
     "tickets_code_key": ("tickets", "u"),
     "tickets_number_excl": ("tickets", "x"),
     "ticket_number_pool_pkey": ("ticket_number_pool", "p"),
-    "ticket_number_pool_event_id_fkey": ("ticket_number_pool", "f"),
     "ticket_number_pool_number_positive": ("ticket_number_pool", "c"),
     "allocation_history_pkey": ("allocation_history", "p"),
     "allocation_history_old_both_or_neither": ("allocation_history", "c"),
@@ -83,11 +79,8 @@ CONSTRAINTS = {
 # name -> (table, columns, referenced table, referenced columns, ON DELETE action):
 # a = no action, c = cascade.
 FOREIGN_KEYS = {
-    "allocations_event_id_fkey": ("allocations", ["event_id"], "events", ["id"], "a"),
     "event_inventory_event_id_fkey": ("event_inventory", ["event_id"], "events", ["id"], "c"),
     "inventory_slots_event_id_fkey": ("inventory_slots", ["event_id"], "events", ["id"], "c"),
-    "buyer_inventory_event_id_fkey": ("buyer_inventory", ["event_id"], "events", ["id"], "c"),
-    "tickets_event_id_fkey": ("tickets", ["event_id"], "events", ["id"], "a"),
     "tickets_allocation_fkey": (
         "tickets",
         ["allocation_id", "event_id"],
@@ -95,18 +88,13 @@ FOREIGN_KEYS = {
         ["id", "event_id"],
         "a",
     ),
-    "ticket_number_pool_event_id_fkey": ("ticket_number_pool", ["event_id"], "events", ["id"], "c"),
 }
 
 # For each foreign key, the whole-table (not partial) indexes that lead with its first column.
 FOREIGN_KEY_INDEXES = {
-    "allocations_event_id_fkey": {"allocations_event_id_idx"},
     "event_inventory_event_id_fkey": {"event_inventory_pkey"},
     "inventory_slots_event_id_fkey": {"inventory_slots_pkey"},
-    "buyer_inventory_event_id_fkey": {"buyer_inventory_pkey"},
-    "tickets_event_id_fkey": {"tickets_event_number_idx"},
     "tickets_allocation_fkey": {"tickets_allocation_id_idx"},
-    "ticket_number_pool_event_id_fkey": {"ticket_number_pool_pkey"},
 }
 
 INDEXES = {
@@ -224,11 +212,6 @@ TRIGGERS = {
         "allocations",
         "BEFORE UPDATE ON public.allocations FOR EACH ROW EXECUTE FUNCTION set_updated_at()",
     ),
-    "allocations_guard_insert": (
-        "allocations",
-        "BEFORE INSERT ON public.allocations"
-        " FOR EACH ROW EXECUTE FUNCTION allocations_guard_insert()",
-    ),
     "allocations_guard_transition": (
         "allocations",
         "BEFORE UPDATE ON public.allocations"
@@ -239,15 +222,24 @@ TRIGGERS = {
         "BEFORE DELETE ON public.allocations"
         " FOR EACH ROW EXECUTE FUNCTION allocations_guard_delete()",
     ),
-    "allocations_count_inserted": (
+    "allocations_apply_insert": (
         "allocations",
-        "AFTER INSERT ON public.allocations REFERENCING NEW TABLE AS new_rows"
-        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_count_inserted()",
+        "AFTER INSERT ON public.allocations FOR EACH ROW"
+        " EXECUTE FUNCTION allocations_apply_insert()",
     ),
-    "allocations_count_updated": (
+    "allocations_apply_updates": (
         "allocations",
         "AFTER UPDATE ON public.allocations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
-        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_count_updated()",
+        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_apply_updates()",
+    ),
+    "events_guard_delete": (
+        "events",
+        "BEFORE DELETE ON public.events FOR EACH ROW EXECUTE FUNCTION events_guard_delete()",
+    ),
+    "events_guard_id": (
+        "events",
+        "BEFORE UPDATE OF id ON public.events FOR EACH ROW"
+        " WHEN ((old.id IS DISTINCT FROM new.id)) EXECUTE FUNCTION events_guard_id()",
     ),
     "tickets_guard_insert": (
         "tickets",
@@ -258,16 +250,6 @@ TRIGGERS = {
         "tickets",
         "BEFORE DELETE OR UPDATE ON public.tickets"
         " FOR EACH ROW EXECUTE FUNCTION tickets_guard_change()",
-    ),
-    "allocations_record_inserted": (
-        "allocations",
-        "AFTER INSERT ON public.allocations REFERENCING NEW TABLE AS new_rows"
-        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_record_inserted()",
-    ),
-    "allocations_record_updated": (
-        "allocations",
-        "AFTER UPDATE ON public.allocations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"
-        " FOR EACH STATEMENT EXECUTE FUNCTION allocations_record_updated()",
     ),
     "events_record_created": (
         "events",
@@ -454,15 +436,14 @@ def test_triggers_exist_by_name_on_the_right_tables(conn: psycopg.Connection[Any
     }
     assert found == TRIGGERS
     assert {enabled for *_, enabled in rows} == {"O"}
-    # One statement trigger per kind of change moves counters, limits and tickets
-    # together; the other records the change in the ledger (it fires second: names
-    # order triggers of the same kind).
+    # One statement trigger moves counters, limits and tickets for all of an UPDATE's
+    # rows together and records them in the ledger, in one call.
     after_update_statement = sorted(
         name
         for name, (table, definition) in TRIGGERS.items()
         if table == "allocations" and definition.startswith("AFTER UPDATE ON")
     )
-    assert after_update_statement == ["allocations_count_updated", "allocations_record_updated"]
+    assert after_update_statement == ["allocations_apply_updates"]
 
 
 # --- query plans -------------------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_one_multi_row_statement_gives_one_entry_per_changed_row(
             (event.id,),
         )
         calls = admin_conn.execute(
-            "SELECT pg_stat_get_xact_function_calls('allocations_record_updated'::regproc),"
+            "SELECT pg_stat_get_xact_function_calls('allocations_apply_updates'::regproc),"
             " pg_stat_get_xact_function_calls('allocations_guard_transition'::regproc)"
         ).fetchone()
     assert calls == (1, 3)  # the row-level guard, for contrast, ran once per row
@@ -388,12 +388,12 @@ def test_recorded_by_is_the_login_not_the_definer_or_current_role(
     # The functions that write the ledger run as its owner...
     definers = admin_conn.execute(
         "SELECT proname, prosecdef, pg_get_userbyid(proowner) FROM pg_proc WHERE proname IN"
-        " ('allocations_record_inserted', 'allocations_record_updated', 'events_record_capacity')"
+        " ('allocations_apply_insert', 'allocations_apply_updates', 'events_record_capacity')"
         " ORDER BY proname"
     ).fetchall()
     assert definers == [
-        ("allocations_record_inserted", True, OWNER),
-        ("allocations_record_updated", True, OWNER),
+        ("allocations_apply_insert", True, OWNER),
+        ("allocations_apply_updates", True, OWNER),
         ("events_record_capacity", True, OWNER),
     ]
     # ...yet each entry names the login that made the change.
@@ -615,7 +615,7 @@ def test_refused_operations_write_no_entry(
             )
         calls = _scalar(
             admin_conn,
-            "SELECT pg_stat_get_xact_function_calls('allocations_record_updated'::regproc)",
+            "SELECT pg_stat_get_xact_function_calls('allocations_apply_updates'::regproc)",
         )
     assert info.value.sqlstate == "TK001"  # sold out
     assert calls == 1
@@ -778,6 +778,7 @@ def test_cli_check_reports_a_tampered_ledger(
 
 
 def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, dsn: str) -> None:
+    assert db.rollback_last(admin_dsn) == ["0009_lean_write_path"]
     assert db.rollback_last(admin_dsn) == ["0008_roles"]
     assert db.rollback_last(admin_dsn) == ["0007_ledger"]
     with db.connect(admin_dsn) as before:
@@ -789,7 +790,7 @@ def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, 
         dropped = _reserve(before, event.id, "carol", 1)
         allocations.cancel(before, allocation_id=dropped.id, fingerprint="carol")
         lapsed = int(_scalar(before, INSERT_LAPSED, (event.id, "dave", 1)))
-    assert db.migrate(admin_dsn) == ["0007_ledger", "0008_roles"]
+    assert db.migrate(admin_dsn) == ["0007_ledger", "0008_roles", "0009_lean_write_path"]
 
     with db.connect(dsn) as conn:
         # One opening entry per row, with its state at migration time.

@@ -39,6 +39,7 @@ MIGRATION_IDS = [
     "0006_events_starts_at_validate",
     "0007_ledger",
     "0008_roles",
+    "0009_lean_write_path",
 ]
 OUR_TABLES = {
     "events",
@@ -54,7 +55,6 @@ OUR_TABLES = {
 }
 OUR_FUNCTIONS = {
     "set_updated_at",
-    "allocations_guard_insert",
     "allocations_guard_transition",
     "allocations_guard_delete",
     "events_open_inventory",
@@ -66,15 +66,15 @@ OUR_FUNCTIONS = {
     "allocations_reclaim_lapsed",
     "events_guard_capacity",
     "inventory_apply",
-    "allocations_count_inserted",
-    "allocations_count_updated",
+    "allocations_apply_insert",
+    "allocations_apply_updates",
+    "events_guard_delete",
+    "events_guard_id",
     "ticket_code",
     "ticket_numbers_take",
     "tickets_guard_insert",
     "tickets_guard_change",
     "events_check_ticket_numbers",
-    "allocations_record_inserted",
-    "allocations_record_updated",
     "events_record_capacity",
     "ledger_guard_append_only",
 }
@@ -533,7 +533,7 @@ def test_the_ledger_opens_with_the_rows_that_existed_before_it(fresh_db: FreshDb
         held = allocations.reserve(conn, event_id=event.id, fingerprint="ann", quantity=2)
         bought = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=3)
         allocations.purchase(conn, allocation_id=bought.id, fingerprint="bob")
-    assert db.migrate(fresh_db.url) == ["0007_ledger", "0008_roles"]
+    assert db.migrate(fresh_db.url) == ["0007_ledger", "0008_roles", "0009_lean_write_path"]
     with db.connect(fresh_db.url) as conn:
         assert operator.check_invariants(conn) == []
         entries = conn.execute(
@@ -564,11 +564,17 @@ def test_rolling_back_the_roles_returns_every_object_and_revokes_every_grant(
     )
     assert db.migrate(fresh_db.url) == MIGRATION_IDS
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
-        # 9 tables, 1 view and 5 identity sequences; 24 functions, 7 of them SECURITY DEFINER.
+        # 9 tables, 1 view and 5 identity sequences; 23 functions, 6 of them SECURITY DEFINER
+        # (0009 replaced four trigger functions and the insert guard with two, and added the
+        # two event guards).
+        assert conn.execute(counts).fetchone() == (15, 23, 6, True, True)
+    assert db.rollback_last(fresh_db.url) == ["0009_lean_write_path"]
+    with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
+        # 0008's state: 24 functions, 7 of them SECURITY DEFINER.
         assert conn.execute(counts).fetchone() == (15, 24, 7, True, True)
     assert db.rollback_last(fresh_db.url) == ["0008_roles"]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
         assert conn.execute(counts).fetchone() == (0, 0, 0, False, False)
-    assert db.migrate(fresh_db.url) == ["0008_roles"]
+    assert db.migrate(fresh_db.url) == ["0008_roles", "0009_lean_write_path"]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
-        assert conn.execute(counts).fetchone() == (15, 24, 7, True, True)
+        assert conn.execute(counts).fetchone() == (15, 23, 6, True, True)

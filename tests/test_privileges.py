@@ -26,10 +26,9 @@ STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 OWNER_DEFINED_FUNCTIONS = {
     "events_open_inventory",
     "events_guard_capacity",
-    "allocations_count_inserted",
-    "allocations_count_updated",
-    "allocations_record_inserted",
-    "allocations_record_updated",
+    "allocations_apply_insert",
+    "allocations_apply_updates",
+    "events_guard_delete",
     "events_record_capacity",
 }
 # Everything the application's role may do to a table, column by column.
@@ -134,7 +133,7 @@ def test_ticketing_owner_owns_every_object_of_the_schema(
     relations = {name for kind, name in owners if kind == "relation"}
     assert relations >= set(TABLES) | {"event_counters"}
     assert ("type", "allocation_change") in owners
-    assert sum(1 for kind, _ in owners if kind == "function") == 24
+    assert sum(1 for kind, _ in owners if kind == "function") == 23
 
 
 def test_the_application_role_has_exactly_the_table_privileges_the_api_needs(
@@ -304,7 +303,7 @@ REFUSED: list[LiteralString] = [
     "LOCK TABLE allocations IN ACCESS EXCLUSIVE MODE",
     "ALTER TABLE allocations DISABLE TRIGGER ALL",
     "ALTER TABLE inventory_slots DROP CONSTRAINT inventory_slots_within_capacity",
-    "DROP TRIGGER allocations_count_inserted ON allocations",
+    "DROP TRIGGER allocations_apply_insert ON allocations",
     "CREATE OR REPLACE FUNCTION inventory_take(bigint, integer, bigint[]) RETURNS integer "
     "LANGUAGE sql AS 'SELECT 1'",
     "CREATE TABLE public.inventory_slots_copy (slot integer)",

@@ -199,39 +199,48 @@ class Model:
         )
 
     def predict_holds(self, event_id: int, holds: list[tuple[str, int]]) -> Prediction:
-        """The insert trigger's rule (inventory_apply, inventory_take) for the new holds
-        (fingerprint, quantity) of one statement on one event.
+        """The insert trigger's rule (allocations_apply_insert, inventory_apply, inventory_take)
+        for the new holds (fingerprint, quantity) of one statement on one event.
 
-        Buyers in fingerprint order: one going over max_per_buyer first gets their own
-        lapsed holds reclaimed, then TK002. Then, if the event's free capacity (lapsed
-        holds counted as taken) is short of the sum, every lapsed hold of the event is
-        reclaimed, then TK001 with what is free. A refusal rolls the reclaims back.
+        Row by row, in insertion order, each row counting the rows before it: a buyer
+        going over max_per_buyer first gets their own lapsed holds reclaimed, then
+        TK002. Then, if the event's free capacity (lapsed holds counted as taken) is
+        short of the row's quantity, every lapsed hold of the event is reclaimed, then
+        TK001 with what is free. Rows of the statement itself are never reclaimed. A
+        refusal of any row rolls the whole statement back, reclaims included.
         """
         ev = self.events[event_id]
         reclaimed: list[ModelAllocation] = []
-        wanted: Counter[str] = Counter()
+        added: Counter[str] = Counter()
+        taken = 0
         for fp, quantity in holds:
-            wanted[fp] += quantity
-        for fp in sorted(wanted):
-            held = self.held(event_id, fp) + wanted[fp]
-            if ev.max_per_buyer is not None and held > ev.max_per_buyer:
-                mine = [a for a in self.lapsed_holds(event_id) if a.fingerprint == fp]
-                if held - sum(a.quantity for a in mine) > ev.max_per_buyer:
-                    return Prediction("limit", [])
-                reclaimed += mine
-        quantity = wanted.total()
-        free = (
-            ev.total
-            - self.purchased(event_id)
-            - self.counted_reserved(event_id)
-            + sum(a.quantity for a in reclaimed)
-        )
-        if free < quantity:
-            others = [a for a in self.lapsed_holds(event_id) if a not in reclaimed]
-            free += sum(a.quantity for a in others)
+            if ev.max_per_buyer is not None:
+                gone = sum(a.quantity for a in reclaimed if a.fingerprint == fp)
+                held = self.held(event_id, fp) - gone + added[fp] + quantity
+                if held > ev.max_per_buyer:
+                    mine = [
+                        a
+                        for a in self.lapsed_holds(event_id)
+                        if a.fingerprint == fp and a not in reclaimed
+                    ]
+                    if held - sum(a.quantity for a in mine) > ev.max_per_buyer:
+                        return Prediction("limit", [])
+                    reclaimed += mine
+            free = (
+                ev.total
+                - self.purchased(event_id)
+                - self.counted_reserved(event_id)
+                + sum(a.quantity for a in reclaimed)
+                - taken
+            )
             if free < quantity:
-                return Prediction("sold_out", [], free)
-            reclaimed += others
+                others = [a for a in self.lapsed_holds(event_id) if a not in reclaimed]
+                free += sum(a.quantity for a in others)
+                if free < quantity:
+                    return Prediction("sold_out", [], free)
+                reclaimed += others
+            added[fp] += quantity
+            taken += quantity
         return Prediction("ok", reclaimed)
 
     def predict_hold(self, event_id: int, fingerprint: str, quantity: int) -> Prediction:
@@ -499,8 +508,8 @@ def run_properties_machine(
             holds=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3)), min_size=2, max_size=3),
         )
         def insert_lapsed_holds(self, data: st.DataObject, holds: list[tuple[int, int]]) -> None:
-            """Several lapsed holds of one event in one INSERT: the statement trigger counts
-            them together and never reclaims them while counting them."""
+            """Several lapsed holds of one event in one INSERT: the row trigger counts them
+            one by one and never reclaims a row of the statement while counting it."""
             event_id = self.pick(data, sorted(self.model.events), self.model.lapsed_holds, "event")
             items = [(self.fingerprints[b], q) for b, q in holds]
             prediction = self.model.predict_holds(event_id, items)

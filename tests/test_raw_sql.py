@@ -225,7 +225,9 @@ def test_raw_insert_beyond_capacity_fails_sold_out(conn: psycopg.Connection[Any]
     assert_consistent(conn)
 
 
-def test_raw_multi_row_insert_is_checked_as_a_whole(conn: psycopg.Connection[Any]) -> None:
+def test_raw_multi_row_insert_is_checked_row_by_row_and_all_or_nothing(
+    conn: psycopg.Connection[Any],
+) -> None:
     event_id = make_event(conn, total=10)
 
     err = fails(
@@ -235,8 +237,9 @@ def test_raw_multi_row_insert_is_checked_as_a_whole(conn: psycopg.Connection[Any
         (event_id, event_id),
     )
 
+    # The first row took 5 of the 10; the second found 5 left, and the statement took nothing.
     assert err.sqlstate == "TK001"
-    assert err.diag.message_detail == "available=10"
+    assert err.diag.message_detail == "available=5"
     assert rows(conn, "allocations", event_id) == 0
     assert inventory(conn, event_id) == (10, None, 0, 0)
     assert_consistent(conn)
@@ -793,7 +796,7 @@ def test_ticket_number_above_capacity_fails(conn: psycopg.Connection[Any]) -> No
 
     with conn.transaction(force_rollback=True):
         # Without the inventory trigger a purchase issues no tickets, so only the number is wrong.
-        conn.execute("ALTER TABLE allocations DISABLE TRIGGER allocations_count_updated")
+        conn.execute("ALTER TABLE allocations DISABLE TRIGGER allocations_apply_updates")
         set_status(conn, allocation_id, "purchased")
         conn.execute(INSERT_TICKET, (event_id, allocation_id, 10))
         err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 11))
