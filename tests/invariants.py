@@ -55,12 +55,17 @@ CHECKS: dict[str, LiteralString] = {
         SELECT coalesce(b.event_id, l.event_id) AS event_id,
                coalesce(b.fingerprint, l.fingerprint) AS fingerprint,
                b.quantity AS counted, l.quantity AS live, i.max_per_buyer
-        FROM buyer_inventory AS b
+        FROM (
+            SELECT bi.* FROM buyer_inventory AS bi
+            JOIN event_inventory AS e ON e.event_id = bi.event_id
+            WHERE e.max_per_buyer IS NOT NULL
+        ) AS b
         FULL JOIN (
-            SELECT event_id, fingerprint, sum(quantity) AS quantity
-            FROM allocations
-            WHERE status IN ('reserved', 'purchased')
-            GROUP BY event_id, fingerprint
+            SELECT a.event_id, a.fingerprint, sum(a.quantity) AS quantity
+            FROM allocations AS a
+            JOIN event_inventory AS e ON e.event_id = a.event_id
+            WHERE a.status IN ('reserved', 'purchased') AND e.max_per_buyer IS NOT NULL
+            GROUP BY a.event_id, a.fingerprint
         ) AS l ON l.event_id = b.event_id AND l.fingerprint = b.fingerprint
         LEFT JOIN event_counters AS i ON i.event_id = coalesce(b.event_id, l.event_id)
         WHERE coalesce(b.quantity, 0) <> coalesce(l.quantity, 0)

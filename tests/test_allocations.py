@@ -81,8 +81,15 @@ def test_reserve_creates_a_hold(conn: psycopg.Connection[Any]) -> None:
     assert alloc.updated_at == alloc.created_at
     assert _avail(conn, event.id) == (3, 0, 7)
     assert _counters(conn, event.id) == (3, 0)
-    assert _buyer(conn, event.id, "alice") == 3
+    # An event without max_per_buyer keeps no buyer counters.
+    assert _buyer(conn, event.id, "alice") is None
     assert tickets.list_for_allocation(conn, alloc.id) == []
+
+
+def test_reserve_counts_the_buyer_of_an_event_with_a_limit(conn: psycopg.Connection[Any]) -> None:
+    event = _event(conn, total=10, max_per_buyer=5)
+    allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
+    assert _buyer(conn, event.id, "alice") == 3
 
 
 def test_reserve_default_hold_is_ten_minutes(conn: psycopg.Connection[Any]) -> None:
@@ -102,7 +109,7 @@ def test_reserve_uses_database_time(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_reserve_several_buyers_until_sold_out(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=5)
+    event = _event(conn, total=5, max_per_buyer=10)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=2)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
@@ -120,7 +127,7 @@ def test_reserve_several_buyers_until_sold_out(conn: psycopg.Connection[Any]) ->
 def test_same_idempotency_key_returns_same_allocation_and_takes_nothing(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=10)
+    event = _event(conn, total=10, max_per_buyer=10)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=4, idempotency_key="req-1"
     )
@@ -353,7 +360,7 @@ def test_sold_out_available_counts_reclaimed_lapsed_holds(conn: psycopg.Connecti
 
 
 def test_reserve_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=5)
+    event = _event(conn, total=5, max_per_buyer=10)
     old = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=5, hold=SHORT)
     time.sleep(LAPSE)
     new = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=5)
@@ -371,7 +378,7 @@ def test_reserve_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_purchase_issues_numbered_tickets(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = _event(conn, total=10, max_per_buyer=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=4)
     bought = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert bought.id == hold.id
@@ -472,7 +479,7 @@ def test_purchase_of_missing_allocation_is_not_found(conn: psycopg.Connection[An
 
 
 def test_cancel_a_live_hold_returns_its_capacity(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = _event(conn, total=10, max_per_buyer=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
     assert cancelled.id == hold.id
@@ -499,7 +506,7 @@ def test_cancel_a_lapsed_hold(conn: psycopg.Connection[Any]) -> None:
 def test_cancel_a_purchase_voids_tickets_and_returns_capacity(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=5)
+    event = _event(conn, total=5, max_per_buyer=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
@@ -632,8 +639,8 @@ def test_list_for_buyer_ties_on_created_at_go_by_id(conn: psycopg.Connection[Any
 
 
 def test_expire_due_counts_and_respects_limit(conn: psycopg.Connection[Any]) -> None:
-    one = _event(conn, total=10)
-    two = _event(conn, total=10)
+    one = _event(conn, total=10, max_per_buyer=10)
+    two = _event(conn, total=10, max_per_buyer=10)
     first = allocations.reserve(conn, event_id=one.id, fingerprint="alice", quantity=1, hold=SHORT)
     second = allocations.reserve(conn, event_id=two.id, fingerprint="bob", quantity=2, hold=SHORT)
     third = allocations.reserve(conn, event_id=one.id, fingerprint="carol", quantity=3, hold=SHORT)

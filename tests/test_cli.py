@@ -139,7 +139,9 @@ def test_check_passes_on_a_sound_database(dsn: str) -> None:
 def test_check_fails_on_a_planted_violation(
     dsn: str, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = events.create_event(conn, name="Planted", starts_at=datetime.now(UTC), total_tickets=5)
+    event = events.create_event(
+        conn, name="Planted", starts_at=datetime.now(UTC), total_tickets=5, max_per_buyer=10
+    )
     # As superuser, switch the guards (and the ledger) off and write an oversold purchase.
     with admin_conn.transaction():
         admin_conn.execute("ALTER TABLE allocations DISABLE TRIGGER USER")
@@ -161,7 +163,8 @@ def test_check_fails_on_a_planted_violation(
         f"violation: allocation {row[0]} is purchased x9 (event {event.id}, buyer intruder),"
         " its ledger replays to nothing" in violations
     )
-    # capacity, tickets issued, event counters, buyer counters, allocation ledger
+    # capacity, tickets issued, event counters, buyer counters (the event has a limit),
+    # allocation ledger
     assert len(violations) == 5
 
 

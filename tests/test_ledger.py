@@ -778,6 +778,7 @@ def test_cli_check_reports_a_tampered_ledger(
 
 
 def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, dsn: str) -> None:
+    assert db.rollback_last(admin_dsn) == ["0010_counters_for_limits"]
     assert db.rollback_last(admin_dsn) == ["0009_lean_write_path"]
     assert db.rollback_last(admin_dsn) == ["0008_roles"]
     assert db.rollback_last(admin_dsn) == ["0007_ledger"]
@@ -790,7 +791,12 @@ def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, 
         dropped = _reserve(before, event.id, "carol", 1)
         allocations.cancel(before, allocation_id=dropped.id, fingerprint="carol")
         lapsed = int(_scalar(before, INSERT_LAPSED, (event.id, "dave", 1)))
-    assert db.migrate(admin_dsn) == ["0007_ledger", "0008_roles", "0009_lean_write_path"]
+    assert db.migrate(admin_dsn) == [
+        "0007_ledger",
+        "0008_roles",
+        "0009_lean_write_path",
+        "0010_counters_for_limits",
+    ]
 
     with db.connect(dsn) as conn:
         # One opening entry per row, with its state at migration time.

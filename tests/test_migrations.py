@@ -40,6 +40,7 @@ MIGRATION_IDS = [
     "0007_ledger",
     "0008_roles",
     "0009_lean_write_path",
+    "0010_counters_for_limits",
 ]
 OUR_TABLES = {
     "events",
@@ -68,6 +69,8 @@ OUR_FUNCTIONS = {
     "inventory_apply",
     "allocations_apply_insert",
     "allocations_apply_updates",
+    "inventory_count_buyers",
+    "inventory_count_late",
     "events_guard_delete",
     "events_guard_id",
     "ticket_code",
@@ -533,7 +536,12 @@ def test_the_ledger_opens_with_the_rows_that_existed_before_it(fresh_db: FreshDb
         held = allocations.reserve(conn, event_id=event.id, fingerprint="ann", quantity=2)
         bought = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=3)
         allocations.purchase(conn, allocation_id=bought.id, fingerprint="bob")
-    assert db.migrate(fresh_db.url) == ["0007_ledger", "0008_roles", "0009_lean_write_path"]
+    assert db.migrate(fresh_db.url) == [
+        "0007_ledger",
+        "0008_roles",
+        "0009_lean_write_path",
+        "0010_counters_for_limits",
+    ]
     with db.connect(fresh_db.url) as conn:
         assert operator.check_invariants(conn) == []
         entries = conn.execute(
@@ -564,9 +572,12 @@ def test_rolling_back_the_roles_returns_every_object_and_revokes_every_grant(
     )
     assert db.migrate(fresh_db.url) == MIGRATION_IDS
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
-        # 9 tables, 1 view and 5 identity sequences; 23 functions, 6 of them SECURITY DEFINER
+        # 9 tables, 1 view and 5 identity sequences; 25 functions, 6 of them SECURITY DEFINER
         # (0009 replaced four trigger functions and the insert guard with two, and added the
-        # two event guards).
+        # two event guards; 0010 added the two buyer-counting helpers).
+        assert conn.execute(counts).fetchone() == (15, 25, 6, True, True)
+    assert db.rollback_last(fresh_db.url) == ["0010_counters_for_limits"]
+    with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
         assert conn.execute(counts).fetchone() == (15, 23, 6, True, True)
     assert db.rollback_last(fresh_db.url) == ["0009_lean_write_path"]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
@@ -575,6 +586,10 @@ def test_rolling_back_the_roles_returns_every_object_and_revokes_every_grant(
     assert db.rollback_last(fresh_db.url) == ["0008_roles"]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
         assert conn.execute(counts).fetchone() == (0, 0, 0, False, False)
-    assert db.migrate(fresh_db.url) == ["0008_roles", "0009_lean_write_path"]
+    assert db.migrate(fresh_db.url) == [
+        "0008_roles",
+        "0009_lean_write_path",
+        "0010_counters_for_limits",
+    ]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
-        assert conn.execute(counts).fetchone() == (15, 23, 6, True, True)
+        assert conn.execute(counts).fetchone() == (15, 25, 6, True, True)

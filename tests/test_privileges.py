@@ -133,7 +133,7 @@ def test_ticketing_owner_owns_every_object_of_the_schema(
     relations = {name for kind, name in owners if kind == "relation"}
     assert relations >= set(TABLES) | {"event_counters"}
     assert ("type", "allocation_change") in owners
-    assert sum(1 for kind, _ in owners if kind == "function") == 23
+    assert sum(1 for kind, _ in owners if kind == "function") == 25
 
 
 def test_the_application_role_has_exactly_the_table_privileges_the_api_needs(

@@ -930,17 +930,19 @@ def run_properties_machine(
                 )
                 for ev in model.events.values()
             }
+            # Buyer counters are kept for events with a limit only.
+            limited = [e for e in ids if model.events[e].max_per_buyer is not None]
             buyers = {
                 (r[0], r[1]): r[2]
                 for r in conn.execute(
                     "SELECT event_id, fingerprint, quantity FROM buyer_inventory"
                     " WHERE event_id = ANY(%s) AND quantity > 0",
-                    (ids,),
+                    (limited,),
                 )
             }
             assert buyers == {
                 (e, fp): model.held(e, fp)
-                for e in ids
+                for e in limited
                 for fp in self.fingerprints
                 if model.held(e, fp) > 0
             }

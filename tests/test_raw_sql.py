@@ -199,11 +199,11 @@ def snapshot(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 
 def test_raw_insert_within_capacity_is_counted(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10, max_per_buyer=10)
     hold(conn, event_id, "a", 3)
     hold(conn, event_id, "b", 7)
 
-    assert inventory(conn, event_id) == (10, None, 10, 0)
+    assert inventory(conn, event_id) == (10, 10, 10, 0)
     assert buyer_quantity(conn, event_id, "a") == 3
     assert buyer_quantity(conn, event_id, "b") == 7
     availability = events.get_availability(conn, event_id)
@@ -295,22 +295,22 @@ def test_raw_insert_must_start_reserved(conn: psycopg.Connection[Any], status: s
 
 
 def test_raw_quantity_update_on_a_hold_is_counted(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10, max_per_buyer=10)
     mine = hold(conn, event_id, "a", 3)
     hold(conn, event_id, "b", 5)
 
     conn.execute("UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,))
-    assert inventory(conn, event_id) == (10, None, 10, 0)
+    assert inventory(conn, event_id) == (10, 10, 10, 0)
     assert buyer_quantity(conn, event_id, "a") == 5
     assert events.get_availability(conn, event_id).available == 0
 
     err = fails(conn, "UPDATE allocations SET quantity = 6 WHERE id = %s", (mine,))
     assert err.sqlstate == "TK001"
     assert err.diag.message_detail == "available=0"
-    assert inventory(conn, event_id) == (10, None, 10, 0)
+    assert inventory(conn, event_id) == (10, 10, 10, 0)
 
     conn.execute("UPDATE allocations SET quantity = 1 WHERE id = %s", (mine,))
-    assert inventory(conn, event_id) == (10, None, 6, 0)
+    assert inventory(conn, event_id) == (10, 10, 6, 0)
     assert buyer_quantity(conn, event_id, "a") == 1
     assert events.get_availability(conn, event_id).available == 4
     assert_consistent(conn)
@@ -458,7 +458,7 @@ def test_allowed_transition_keeps_counters_right(
     valid: list[int],
     voided: list[int],
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10, max_per_buyer=10)
     hold(conn, event_id, "other", 2)
     allocation_id = (lapsed_hold if lapsed else hold)(conn, event_id, "x", 3)
     if old == "purchased":
@@ -467,7 +467,7 @@ def test_allowed_transition_keeps_counters_right(
     set_status(conn, allocation_id, new)
 
     assert status_of(conn, allocation_id) == new
-    assert inventory(conn, event_id) == (10, None, *counts)
+    assert inventory(conn, event_id) == (10, 10, *counts)
     assert buyer_quantity(conn, event_id, "x") == (3 if new == "purchased" else 0)
     assert ticket_numbers(conn, allocation_id) == valid
     assert ticket_numbers(conn, allocation_id, voided=True) == voided

@@ -119,16 +119,23 @@ WHERE s.first_number <> s.expected_first
 ORDER BY s.event_id, s.slot;
 
 -- name: check_buyer_counters
--- buyer_inventory equals each buyer's reserved plus purchased quantity.
+-- For an event with max_per_buyer, buyer_inventory equals each buyer's
+-- reserved plus purchased quantity (events without a limit keep no counters).
 SELECT format('event %s: buyer %s counted %s, allocations say %s',
               coalesce(b.event_id, s.event_id), coalesce(b.fingerprint, s.fingerprint),
               coalesce(b.quantity, 0), coalesce(s.quantity, 0))
-FROM buyer_inventory AS b
+FROM (
+    SELECT bi.event_id, bi.fingerprint, bi.quantity
+    FROM buyer_inventory AS bi
+    JOIN event_inventory AS i ON i.event_id = bi.event_id
+    WHERE i.max_per_buyer IS NOT NULL
+) AS b
 FULL JOIN (
-    SELECT event_id, fingerprint, sum(quantity) AS quantity
-    FROM allocations
-    WHERE status IN ('reserved', 'purchased')
-    GROUP BY event_id, fingerprint
+    SELECT a.event_id, a.fingerprint, sum(a.quantity) AS quantity
+    FROM allocations AS a
+    JOIN event_inventory AS i ON i.event_id = a.event_id
+    WHERE a.status IN ('reserved', 'purchased') AND i.max_per_buyer IS NOT NULL
+    GROUP BY a.event_id, a.fingerprint
 ) AS s ON s.event_id = b.event_id AND s.fingerprint = b.fingerprint
 WHERE coalesce(b.quantity, 0) <> coalesce(s.quantity, 0)
 ORDER BY 1;
