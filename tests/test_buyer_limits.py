@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -54,6 +54,15 @@ def _reserve(conn: psycopg.Connection[Any], event_id: int, who: str, quantity: i
     return allocations.reserve(conn, event_id=event_id, fingerprint=who, quantity=quantity).id
 
 
+def _lapsed(admin_conn: psycopg.Connection[Any], event_id: int, who: str, quantity: int) -> None:
+    """A hold that lapsed a minute ago (backdating is the superuser's)."""
+    admin_conn.execute(
+        "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
+        " VALUES (%s, %s, %s, now() - interval '1 hour', now() - interval '1 minute')",
+        (event_id, who, quantity),
+    )
+
+
 def _wait_until_blocked(admin_conn: psycopg.Connection[Any], pid: int) -> None:
     deadline = time.monotonic() + 10
     while True:
@@ -74,11 +83,7 @@ def test_an_event_without_a_limit_keeps_no_buyer_counters(
     bought = _reserve(conn, event_id, "bob", 3)
     allocations.purchase(conn, allocation_id=bought, fingerprint="bob")
     allocations.cancel(conn, allocation_id=held, fingerprint="ann")
-    admin_conn.execute(
-        "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
-        " VALUES (%s, 'cat', 4, now() - interval '1 hour', now() - interval '1 minute')",
-        (event_id,),
-    )
+    _lapsed(admin_conn, event_id, "cat", 4)
     assert allocations.expire_due(conn) == 1
     allocations.cancel(conn, allocation_id=bought, fingerprint="bob")
     assert _counters(conn, event_id) == {}
@@ -150,11 +155,7 @@ def test_setting_a_limit_reclaims_lapsed_holds_before_counting(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
     event_id = _event(conn, slots)
-    admin_conn.execute(
-        "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
-        " VALUES (%s, 'ann', 4, now() - interval '1 hour', now() - interval '1 minute')",
-        (event_id,),
-    )
+    _lapsed(admin_conn, event_id, "ann", 4)
     _reserve(conn, event_id, "ann", 2)
     _set_limit(admin_conn, event_id, 3)
     assert _counters(conn, event_id) == {"ann": 2}
@@ -249,11 +250,7 @@ def test_a_lapsed_hold_in_an_event_without_a_limit_is_reclaimed_when_sold_out(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
     event_id = _event(conn, slots)
-    admin_conn.execute(
-        "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
-        " VALUES (%s, 'ann', 20, now() - %s, now() - interval '1 second')",
-        (event_id, timedelta(hours=1)),
-    )
+    _lapsed(admin_conn, event_id, "ann", 20)
     _reserve(conn, event_id, "bob", 20)
     statuses = conn.execute(
         "SELECT fingerprint, status FROM allocations WHERE event_id = %s ORDER BY id", (event_id,)

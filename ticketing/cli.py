@@ -1,5 +1,8 @@
 """The `ticketing` command: migrate, demo, sweep, status, check and bench.
 
+Shared pieces (the app, consoles, --database-url) are in ticketing._cli_app;
+the bench command's options in ticketing._cli_bench.
+
 The database comes from --database-url or DATABASE_URL. Without either,
 `demo`, `status`, `check` and `bench` run against a throwaway PostgreSQL cluster that
 lives as long as the command (see ticketing.embedded). Errors print one line
@@ -8,103 +11,27 @@ on stderr and exit non-zero; there are no tracebacks for bad input.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ticketing import _validate, admin, allocations, db, embedded
-from ticketing.bench import (
-    BenchConfig,
-    Workload,
-    check_writable,
-    default_json_path,
-    run_bench,
-    summary,
-    write_json,
-)
+from ticketing import _validate, admin, allocations, db
+from ticketing._cli_app import Settings, app, database, err, log, out, parse_duration
+from ticketing._cli_bench import bench
 from ticketing.demo import DemoResult, run_demo
 from ticketing.errors import InvalidInput, TicketingError
 from ticketing.models import Availability
 
-app = typer.Typer(
-    name="ticketing",
-    help="Operate the ticketing data layer: migrations, demo flash sale, sweeper, status, checks.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console()
-err = Console(stderr=True)
-log = logging.getLogger("ticketing")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30s', '500ms', '2m', '1h' or a number of seconds."""
-    found = _DURATION.match(text)
-    if not found:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 500ms, 2m or 1h")
-    return timedelta(seconds=float(found.group(1)) * _UNITS[found.group(2)])
-
-
-@dataclass
-class Settings:
-    database_url: str | None
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            envvar="DATABASE_URL",
-            help="PostgreSQL URL (postgresql://user:password@host:port/dbname).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    ctx.obj = Settings(database_url=database_url or None)
-
-
-@contextmanager
-def _database(ctx: typer.Context, *, throwaway: bool) -> Iterator[str]:
-    """The database URL to use; with `throwaway`, a migrated temporary cluster when none is set."""
-    url = ctx.ensure_object(Settings).database_url
-    if url is not None:
-        pending = db.pending_migrations(url)
-        if pending:
-            raise InvalidInput(
-                f"the database schema is missing or out of date ({len(pending)} migrations "
-                "pending): run `ticketing migrate`"
-            )
-        yield url
-        return
-    if not throwaway:
-        raise InvalidInput("no database: pass --database-url or set DATABASE_URL")
-    with embedded.running() as server:
-        err.print(f"[dim]no DATABASE_URL: using a throwaway PostgreSQL on port {server.port}[/]")
-        db.migrate(server.url())
-        yield server.url()
+__all__ = ["app", "main", "parse_duration"]
 
 
 @app.command()
@@ -157,7 +84,7 @@ def demo(
             f"must be more than 0 and at most {_validate.MAX_HOLD}", param_hint="'--hold'"
         )
     give_up = parse_duration(timeout).total_seconds()
-    with _database(ctx, throwaway=True) as url:
+    with database(ctx, throwaway=True) as url:
         progress = Progress(
             TextColumn("[bold]sold"),
             BarColumn(),
@@ -250,7 +177,7 @@ def sweep(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with _database(ctx, throwaway=False) as checked, db.connect(checked) as conn:
+    with database(ctx, throwaway=False) as checked, db.connect(checked) as conn:
         while True:
             total = 0
             while not stop.is_set():
@@ -269,7 +196,7 @@ def status(
     event: Annotated[int | None, typer.Option(min=1, help="Only this event.")] = None,
 ) -> None:
     """A table of events: total, reserved, purchased, available."""
-    with _database(ctx, throwaway=True) as url, db.connect(url) as conn:
+    with database(ctx, throwaway=True) as url, db.connect(url) as conn:
         rows = admin.event_status(conn, event_id=event)
     if event is not None and not rows:
         raise InvalidInput(f"event {event} does not exist")
@@ -292,7 +219,7 @@ def status(
 @app.command()
 def check(ctx: typer.Context) -> None:
     """Verify every invariant in the database; exit 1 if any is violated."""
-    with _database(ctx, throwaway=True) as url, db.connect(url) as conn:
+    with database(ctx, throwaway=True) as url, db.connect(url) as conn:
         violations = admin.check_invariants(conn)
     for violation in violations:
         out.print(f"[red]violation:[/] {violation}", soft_wrap=True)
@@ -302,90 +229,7 @@ def check(ctx: typer.Context) -> None:
     out.print(f"[green]all {len(admin.CHECKS)} invariant checks passed[/]")
 
 
-@app.command()
-def bench(
-    ctx: typer.Context,
-    workers: Annotated[
-        int, typer.Option(min=1, max=256, help="Concurrent buyer processes (and pgbench clients).")
-    ] = 16,
-    seconds: Annotated[int, typer.Option(min=1, max=3600, help="Length of each timed run.")] = 5,
-    json_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--json",
-            help="Where to write the results (default: bench/results/bench-<UTC timestamp>.json).",
-            show_default=False,
-        ),
-    ] = None,
-    only: Annotated[
-        list[Workload] | None,
-        typer.Option(help="Run only this workload (repeatable).", show_default=False),
-    ] = None,
-    sellout_buyers: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="Buyers in the sell-out.")
-    ] = 10_000,
-    sellout_tickets: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="Tickets in the sell-out.")
-    ] = 1000,
-    commit_latency: Annotated[
-        str | None,
-        typer.Option(
-            help="Only this regime: commits slowed to about this long by a synchronous standby "
-            "(e.g. 2ms; 0 for the machine's own commits). Default: both. Not with a database URL.",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Reservations per second against two baselines, pgbench and the design's floor.
-
-    Without a database URL: on a throwaway server, at the machine's own commit
-    latency and at ~2 ms commits with a synchronous standby, side by side.
-    """
-    if sellout_buyers < sellout_tickets:
-        raise typer.BadParameter(
-            "must be at least --sellout-tickets", param_hint="'--sellout-buyers'"
-        )
-    url = ctx.ensure_object(Settings).database_url
-    latencies: tuple[float | None, ...] | None = None
-    if commit_latency is not None:
-        if url is not None:
-            raise typer.BadParameter(
-                "needs the throwaway server: not with --database-url / DATABASE_URL",
-                param_hint="'--commit-latency'",
-            )
-        asked = parse_duration(commit_latency) / timedelta(milliseconds=1)
-        latencies = (asked if asked > 0 else None,)
-    config = BenchConfig(
-        workers=workers,
-        seconds=seconds,
-        only=frozenset(only or Workload),
-        sellout_buyers=sellout_buyers,
-        sellout_tickets=sellout_tickets,
-    )
-    path = json_path or default_json_path()
-    check_writable(path)  # before the run, not after minutes of it
-    with contextlib.ExitStack() as stack:
-        if url is not None:
-            stack.enter_context(_database(ctx, throwaway=False))  # migrated?
-            err.print("[dim]measuring the server at DATABASE_URL as it is (regime: as given)[/]")
-        else:
-            err.print("[dim]no DATABASE_URL: using a throwaway PostgreSQL (and a standby)[/]")
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=out,
-            transient=False,
-        )
-        with progress:
-            report = run_bench(url, config, commit_latencies=latencies, progress=progress)
-    out.print(summary(report))
-    write_json(report, path)
-    out.print(f"results written to {path}", soft_wrap=True, highlight=False)
-    for failure in report.failures:
-        err.print(f"failed: {failure}", markup=False, highlight=False, soft_wrap=True)
-    if not report.ok:
-        raise typer.Exit(1)
+app.command()(bench)
 
 
 def _fail(message: str, code: int) -> None:
