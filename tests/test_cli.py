@@ -166,6 +166,19 @@ def test_check_fails_on_a_planted_violation(
     # capacity, tickets issued, event counters, buyer counters (the event has a limit),
     # allocation ledger
     assert len(violations) == 5
+    # One event: the same five for the planted one, none for a sound one.
+    done = run("check", "--event", str(event.id), url=dsn)
+    assert done.returncode == 1
+    assert [line for line in done.stdout.splitlines() if line.startswith("violation:")] == (
+        violations
+    )
+    sound = events.create_event(conn, name="Sound", starts_at=datetime.now(UTC), total_tickets=5)
+    done = run("check", "--event", str(sound.id), url=dsn)
+    assert done.returncode == 0, done.stderr
+    assert f"invariant checks passed for event {sound.id}" in done.stdout
+    done = run("check", "--event", "999999", url=dsn)
+    assert done.returncode != 0
+    assert "event 999999 does not exist" in done.stderr
 
 
 def test_sweep_once_expires_lapsed_holds(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ticketing import _validate as check
 from ticketing._tx import atomic
+from ticketing.errors import EventNotFound
 from ticketing.queries import load
 
 Q = load("admin.sql")
@@ -34,18 +35,27 @@ class EventStatus(BaseModel):
 _EVENT_STATUS_ROW = class_row(EventStatus)
 
 
-def check_invariants(conn: psycopg.Connection[Any]) -> list[str]:
+def check_invariants(conn: psycopg.Connection[Any], *, event_id: int | None = None) -> list[str]:
     """Every violation of the layer's invariants, one line each; [] when all hold.
 
-    All checks read one snapshot (REPEATABLE READ when the function owns the
-    transaction), so a busy database cannot show a half-applied change.
+    With `event_id`, only that event's rows are checked (in time that follows
+    the event's size, not the database's); `EventNotFound` if it does not
+    exist. Ledger entries that name a missing allocation are found only by
+    the whole-database check. All checks read one snapshot (REPEATABLE READ
+    when the function owns the transaction), so a busy database cannot show
+    a half-applied change.
     """
+    params = {"event_id": None if event_id is None else check.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> list[str]:
         problems: list[str] = []
         with conn.cursor() as cur:
+            if event_id is not None and cur.execute(Q["event_exists"], params).fetchone() is None:
+                raise EventNotFound(f"event {event_id} does not exist")
             for name in CHECKS:
-                problems.extend(row[0] for row in cur.execute(Q[name]).fetchall())
+                # Unprepared: each plan is made for this event_id (or for NULL).
+                cur.execute(Q[name], params, prepare=False)
+                problems.extend(row[0] for row in cur.fetchall())
         return problems
 
     return atomic(conn, work, isolation="REPEATABLE READ")

@@ -217,16 +217,22 @@ def status(
 
 
 @app.command()
-def check(ctx: typer.Context) -> None:
+def check(
+    ctx: typer.Context,
+    event: Annotated[
+        int | None, typer.Option(min=1, help="Only this event's rows (time follows its size).")
+    ] = None,
+) -> None:
     """Verify every invariant in the database; exit 1 if any is violated."""
     with database(ctx, throwaway=True) as url, db.connect(url) as conn:
-        violations = admin.check_invariants(conn)
+        violations = admin.check_invariants(conn, event_id=event)
     for violation in violations:
         out.print(f"[red]violation:[/] {violation}", soft_wrap=True)
     if violations:
         err.print(f"{len(violations)} invariant violations")
         raise typer.Exit(1)
-    out.print(f"[green]all {len(admin.CHECKS)} invariant checks passed[/]")
+    scope = "" if event is None else f" for event {event}"
+    out.print(f"[green]all {len(admin.CHECKS)} invariant checks passed{scope}[/]")
 
 
 app.command()(bench)
