@@ -16,7 +16,9 @@ from ticketing.bench import BenchConfig, BenchError, Workload, regimes
 
 TICKETING = str(Path(sys.executable).with_name("ticketing"))
 
-TINY = BenchConfig(workers=2, seconds=1, sellout_buyers=200, sellout_tickets=50)
+TINY = BenchConfig(
+    workers=2, seconds=1, sellout_buyers=200, sellout_tickets=50, loaded_allocations=500
+)
 TIMED = ("hot", "for_update", "single_update", "spread")
 RATIOS = {
     "layer_vs_for_update",
@@ -28,6 +30,10 @@ RATIOS = {
     "expire_vs_floor",
     "client_layer_vs_bare",
     "sweeper_with_vs_without",
+    "loaded_reserve",
+    "loaded_purchase",
+    "loaded_cancel",
+    "loaded_get_availability",
     "p99_hot_ms",
     "p99_for_update_ms",
     "p99_single_update_ms",
@@ -43,6 +49,10 @@ TARGETS = {
     "expire_vs_floor",
     "client_layer_vs_bare",
     "sweeper_with_vs_without",
+    "loaded_reserve",
+    "loaded_purchase",
+    "loaded_cancel",
+    "loaded_get_availability",
     "sellout_exact",
 }
 REGIME_KEYS = {
@@ -154,6 +164,21 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
         assert count(admin_dsn, gone, floor["event_id"]) == 0, name
     assert data["client"]["layer_us_per_call"] > 0
     assert data["client"]["bare_us_per_call"] > 0
+
+    # The loaded workload ran in its own database, dropped afterwards: 50 warm-up and
+    # 300 timed calls of each kind per phase, and 500 preloaded allocations (5 on each
+    # of 100 events, 1, 2, 3, 4 and 1 tickets, all purchased); tickets stay when voided.
+    loaded = data["loaded"]
+    assert (loaded["database"], loaded["preloaded_allocations"]) == (
+        "own (dropped afterwards)",
+        500,
+    )
+    assert (loaded["empty"]["allocations"], loaded["empty"]["tickets"]) == (350, 700)
+    assert (loaded["loaded"]["allocations"], loaded["loaded"]["tickets"]) == (1150, 2400)
+    assert loaded["empty"]["violations"] == loaded["loaded"]["violations"] == 0
+    assert set(loaded["loaded_vs_empty"]) == {*bench.LOADED_OPERATIONS, "check_event"}
+    left = "SELECT count(*) FROM pg_database WHERE datname LIKE 'ticketing_bench_loaded_%%'"
+    assert count(admin_dsn, left) == 0
 
     assert set(data["ratios"]) == RATIOS
     assert all(isinstance(value, float) and value > 0 for value in data["ratios"].values())
@@ -267,7 +292,12 @@ def test_bench_command_rejects_bad_options(dsn: str, tmp_path: Path) -> None:
 
 
 def test_standby_regime_is_measured_validated_and_reported_beside_own_commits() -> None:
-    config = BenchConfig(workers=2, seconds=1, only=frozenset({Workload.HOT}))
+    config = BenchConfig(
+        workers=2,
+        seconds=1,
+        only=frozenset({Workload.HOT, Workload.LOADED}),
+        loaded_allocations=200,
+    )
     report = bench.run_bench(None, config, commit_latencies=(None, 2.0))
     whole = report.data
     assert [r["name"] for r in whole["regimes"]] == ["own-commits", "standby"]
@@ -277,6 +307,9 @@ def test_standby_regime_is_measured_validated_and_reported_beside_own_commits() 
     assert own["server"]["synchronous_standby_names"] == ""
     assert own["hot"]["reservations"] > 0
     assert own["hot"]["errors"] == {}
+    # Table growth is measured once, in the first regime.
+    assert own["loaded"]["preloaded_allocations"] == 200
+    assert standby["loaded"] is None
     # The standby's commits wait for its delayed apply; the run checks the measured
     # latency against the 2 ms asked (within half) and refuses the regime otherwise.
     commit = standby["commit"]

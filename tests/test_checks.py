@@ -54,14 +54,14 @@ def _plant(admin_conn: psycopg.Connection[Any], event: Event, alice: int, bob: i
             " WHERE allocation_id = %s ORDER BY number LIMIT 1",
             (alice,),
         )
-        # bob's counter and a slot's counter off by one; the ledger's last entry of bob gone.
+        # bob's counter, a slot's counter and its first number off by one; bob's ledger gone.
         admin_conn.execute(
             "UPDATE buyer_inventory SET quantity = quantity + 1"
             " WHERE event_id = %s AND fingerprint = 'bob'",
             (event.id,),
         )
         admin_conn.execute(
-            "UPDATE inventory_slots SET reserved = reserved + 1"
+            "UPDATE inventory_slots SET reserved = reserved + 1, first_number = first_number + 1"
             " WHERE event_id = %s AND slot = (SELECT min(slot) FROM inventory_slots"
             " WHERE event_id = %s)",
             (event.id, event.id),
@@ -114,6 +114,8 @@ def test_one_event_finds_its_own_violations_and_no_others(
             f"event {e}: valid ticket number 50 is outside 1..10",
             f"event {e}: slots say 2 reserved, 2 purchased, total 10, max 6;"
             f" allocations say 1 reserved, 11 purchased; event says total 10, max 6",
+            f"event {e} slot 0: numbers 2..11 (expected to start at 1), purchased 2,"
+            " valid tickets in range 1, pooled 0, highest issued 2",
             f"event {e}: buyer bob counted 2, allocations say 1",
             f"event {e}: buyer intruder counted 0, allocations say 9",
             f"event {e}: availability reports 2 reserved, live holds add up to 1",

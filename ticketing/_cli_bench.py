@@ -23,6 +23,7 @@ from ticketing.bench import (
     summary,
     write_json,
 )
+from ticketing.bench.config import LOADED_ALLOCATIONS
 
 
 def bench(
@@ -49,6 +50,10 @@ def bench(
     sellout_tickets: Annotated[
         int, typer.Option(min=1, max=1_000_000, help="Tickets in the sell-out.")
     ] = 1000,
+    loaded_allocations: Annotated[
+        int,
+        typer.Option(min=100, max=100_000_000, help="Allocations the loaded workload preloads."),
+    ] = LOADED_ALLOCATIONS,
     commit_latency: Annotated[
         str | None,
         typer.Option(
@@ -83,6 +88,7 @@ def bench(
         only=frozenset(only or Workload),
         sellout_buyers=sellout_buyers,
         sellout_tickets=sellout_tickets,
+        loaded_allocations=loaded_allocations,
     )
     path = json_path or default_json_path()
     check_writable(path)  # before the run, not after minutes of it

@@ -13,20 +13,27 @@ counts and latencies. The workloads:
 - spread: the same buyers over many events;
 - sellout: N buyers, one ticket each, for fewer tickets; exact counts;
 - sweeper: short holds that lapse during the run, without and with a sweeper
-  process expiring them.
+  process expiring them;
+- purchase, cancel, expire, floor: pgbench on the layer's statements against
+  the design's floor (server.py);
+- client: client CPU per reserve against a bare psycopg execute (client.py);
+- loaded: each hot call's median on an empty database and after a preload
+  of 1,000,000 allocations (loaded.py).
 
 Speeds are reported, never asserted; only wrong counts (a sell-out that is not
 exact, an answer other than SoldOut) make a run fail.
 
 Modules: config (what to run, constants, targets, the report), sql and
 baselines.sql (the benchmark's own statements), buyers (what buyer processes
-do), crew (the parent's side of them), stats, pgbench, workloads, run (one
-run), tables (the printed summary).
+do), crew (the parent's side of them), stats, pgbench, workloads, server,
+client, loaded, regimes (the servers and their commit latency), verdicts,
+run (one run), tables (the printed summary).
 """
 
 from __future__ import annotations
 
 from ticketing.bench.config import (
+    LOADED_ALLOCATIONS,
     NEVER_SELLS_OUT,
     SPREAD_EVENTS,
     BenchConfig,
@@ -37,11 +44,14 @@ from ticketing.bench.config import (
     default_json_path,
     write_json,
 )
+from ticketing.bench.loaded import OPERATIONS as LOADED_OPERATIONS
 from ticketing.bench.pgbench import find_pgbench, pgbench_connection, pgbench_script
 from ticketing.bench.run import run_bench
 from ticketing.bench.tables import summary
 
 __all__ = [
+    "LOADED_ALLOCATIONS",
+    "LOADED_OPERATIONS",
     "NEVER_SELLS_OUT",
     "SPREAD_EVENTS",
     "BenchConfig",

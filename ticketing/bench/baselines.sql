@@ -113,3 +113,26 @@ WHERE c.table_schema = current_schema()
   AND c.column_name IN ('event_id', 'allocation_id')
 GROUP BY c.table_name
 ORDER BY c.table_name;
+
+-- name: load_holds
+-- The loaded workload's preload: holds of one event through the layer's
+-- triggers, one batch per statement; load-k holds 1 to 4 tickets.
+INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)
+SELECT %(event_id)s::bigint, 'load-' || k, 1 + k %% 4, now() + interval '1 day'
+FROM generate_series(%(first)s::integer, %(first)s::integer + %(count)s::integer - 1) AS k
+ORDER BY k
+RETURNING id;
+
+-- name: load_set_status
+-- Purchase (tickets issued) or cancel a batch of the preload's allocations.
+UPDATE allocations SET status = %(status)s WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: load_sizes
+SELECT (SELECT count(*) FROM allocations), (SELECT count(*) FROM tickets);
+
+-- name: create_database
+-- The loaded workload's own database (dropped after it), named by the run.
+CREATE DATABASE {name};
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {name};

@@ -27,12 +27,17 @@ class Workload(StrEnum):
     SELLOUT = "sellout"
     SWEEPER = "sweeper"
     CLIENT = "client"
+    LOADED = "loaded"
 
 
 #: Capacity of the events of the timed workloads: never sells out during a run.
 NEVER_SELLS_OUT = 2_000_000_000
 #: Events the spread workload reserves on.
 SPREAD_EVENTS = 1000
+#: Allocations the loaded workload preloads.
+LOADED_ALLOCATIONS = 1_000_000
+#: Loaded / empty median of each hot call: at most.
+TARGET_LOADED = 1.2
 #: Hold of the sweeper workload: short enough to lapse during the run.
 SHORT_HOLD = timedelta(milliseconds=500)
 #: The sweeper process pauses this long after a batch that was not full.
@@ -79,6 +84,7 @@ class BenchConfig:
     sellout_buyers: int = 10_000
     sellout_tickets: int = 1000
     spread_events: int = SPREAD_EVENTS
+    loaded_allocations: int = LOADED_ALLOCATIONS
 
     def runs(self, workload: Workload) -> bool:
         return workload in self.only

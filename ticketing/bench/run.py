@@ -12,6 +12,7 @@ import platform
 import random
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,13 +33,18 @@ from ticketing.bench.config import (
 )
 from ticketing.bench.context import Run, json_key
 from ticketing.bench.crew import Bar, Crew
+from ticketing.bench.loaded import loaded_workload
 from ticketing.bench.regimes import Regime
 from ticketing.bench.server import SERVER_WORKLOADS
 from ticketing.bench.sql import Q
 from ticketing.bench.workloads import WORKLOADS, prepare_baselines
 from ticketing.errors import InvalidInput
 
-ALL_WORKLOADS = WORKLOADS | SERVER_WORKLOADS | {Workload.CLIENT: client_workload}
+ALL_WORKLOADS = (
+    WORKLOADS
+    | SERVER_WORKLOADS
+    | {Workload.CLIENT: client_workload, Workload.LOADED: loaded_workload}
+)
 
 
 def _server(conn: psycopg.Connection[Any]) -> tuple[dict[str, Any], int]:
@@ -181,6 +187,7 @@ def run_bench(
             "sellout_buyers": config.sellout_buyers,
             "sellout_tickets": config.sellout_tickets,
             "spread_events": config.spread_events,
+            "loaded_allocations": config.loaded_allocations,
             "short_hold_ms": SHORT_HOLD / timedelta(milliseconds=1),
             "sweeper_pause_s": SWEEPER_PAUSE,
             "started_at": started_at.isoformat(),
@@ -191,6 +198,8 @@ def run_bench(
         for regime in each:
             entry = _run_regime(regime, config, progress, tag, int(started_at.timestamp()))
             data["regimes"].append(entry)
+            if entry["loaded"] is not None:  # measured once: where it ran first
+                config = replace(config, only=config.only - {Workload.LOADED})
     if data["regimes"]:
         data["machine"]["server_version"] = data["regimes"][0]["server"]["server_version"]
     report = BenchReport(data, [f for entry in data["regimes"] for f in entry["failures"]])

@@ -9,6 +9,7 @@ from rich.console import Group
 from rich.table import Table
 
 from ticketing.bench.config import BenchReport
+from ticketing.bench.loaded import OPERATIONS as LOADED_OPERATIONS
 
 Cell = Callable[[dict[str, Any]], str]
 
@@ -114,6 +115,7 @@ TARGET_ROWS = [
     ("expire_due: layer SQL / floor", "expire_vs_floor"),
     ("client CPU: layer / bare", "client_layer_vs_bare"),
     ("with sweeper / without", "sweeper_with_vs_without"),
+    *((f"{op}: loaded / empty (median)", f"loaded_{op}") for op in LOADED_OPERATIONS),
     ("sell-out exact", "sellout_exact"),
 ]
 
@@ -138,6 +140,9 @@ def summary(report: BenchReport) -> Group:
     tables: list[Table] = [table]
     if any(r["sellout"] is not None for r in regimes):
         tables.append(_sellout_table(regimes))
+    loaded = [r for r in regimes if r["loaded"] is not None]
+    if loaded:
+        tables.append(_loaded_table(loaded[0]))
     tables.append(_targets_table(regimes))
     tables.append(_mechanisms_table(regimes))
     return Group(*tables)
@@ -176,6 +181,44 @@ def _sellout_table(regimes: list[dict[str, Any]]) -> Table:
     row("time to sell out", lambda s: f"{s['seconds_to_sell_out']:.2f} s")
     row("reserve p99", lambda s: f"{_ms(s['reserve_p99_ms'])} ms")
     row("exact", lambda s: _verdict(s["exact"], "[red]NO[/]"))
+    return table
+
+
+def _loaded_table(regime: dict[str, Any]) -> Table:
+    loaded = regime["loaded"]
+    empty, full = loaded["empty"], loaded["loaded"]
+    table = Table(
+        title=f"cost as the tables grow ({regime['label']}): median of {loaded['calls']} calls, "
+        f"one client, after a preload of {loaded['preloaded_allocations']:,} allocations "
+        f"({loaded['preload_s']:,.0f} s)"
+    )
+    for column in ("call", "empty", "loaded", "loaded / empty"):
+        table.add_column(column, justify="left" if column == "call" else "right")
+    table.add_row(
+        "database",
+        f"{empty['allocations']:,} allocations",
+        f"{full['allocations']:,} allocations",
+        f"{full['tickets']:,} tickets",
+    )
+    for op in LOADED_OPERATIONS:
+        table.add_row(
+            op,
+            f"{_ms(empty['median_ms'][op])} ms",
+            f"{_ms(full['median_ms'][op])} ms",
+            _x(loaded["loaded_vs_empty"][op]),
+        )
+    table.add_row(
+        "check --event (one event)",
+        f"{empty['check_event_s']:.3f} s",
+        f"{full['check_event_s']:.3f} s",
+        _x(loaded["loaded_vs_empty"]["check_event"]),
+    )
+    table.add_row(
+        "check (whole database)",
+        f"{empty['check_all_s']:.3f} s",
+        f"{full['check_all_s']:.3f} s",
+        "",
+    )
     return table
 
 

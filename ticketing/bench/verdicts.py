@@ -10,9 +10,11 @@ from ticketing.bench.config import (
     SLOW_COMMIT_MS,
     SLOW_TARGETS,
     TARGET_CLIENT,
+    TARGET_LOADED,
     TARGET_SWEEPER,
     TARGET_VS_FLOOR,
 )
+from ticketing.bench.loaded import OPERATIONS as LOADED_OPERATIONS
 from ticketing.bench.stats import at_least, ratio
 
 #: The pgbench pairs (layer SQL and floor) of the server workloads, by JSON key.
@@ -57,6 +59,9 @@ def failures(data: dict[str, Any]) -> list[str]:
         if pair is not None:
             found += _pgbench_failures(f"{name} (layer SQL)", pair["layer"], exact=True)
             found += _pgbench_failures(f"{name} (floor)", pair["floor"], exact=False)
+    loaded = data["loaded"]
+    if loaded is not None and (loaded["empty"]["violations"] or loaded["loaded"]["violations"]):
+        found.append("loaded: check_invariants found violations")
     if data["sellout"] is not None:
         found += data["sellout"].pop("failures")
     return found
@@ -82,6 +87,9 @@ def ratios(data: dict[str, Any]) -> dict[str, float | None]:
     found["sweeper_with_vs_without"] = (
         None if sweeper is None else ratio(_rate(sweeper["with"]), _rate(sweeper["without"]))
     )
+    loaded = data["loaded"]
+    for op in LOADED_OPERATIONS:
+        found[f"loaded_{op}"] = None if loaded is None else loaded["loaded_vs_empty"][op]
     for name in ("hot", "for_update", "single_update"):
         found[f"p99_{name}_ms"] = None if data[name] is None else data[name]["p99_ms"]
     return found
@@ -110,6 +118,10 @@ def targets(data: dict[str, Any]) -> tuple[dict[str, bool | None], dict[str, str
     wanted["client_layer_vs_bare"] = f"<= {TARGET_CLIENT:g}x"
     met["sweeper_with_vs_without"] = at_least(values["sweeper_with_vs_without"], TARGET_SWEEPER)
     wanted["sweeper_with_vs_without"] = f">= {TARGET_SWEEPER:g}x"
+    for op in LOADED_OPERATIONS:
+        value = values[f"loaded_{op}"]
+        met[f"loaded_{op}"] = None if value is None else value <= TARGET_LOADED
+        wanted[f"loaded_{op}"] = f"<= {TARGET_LOADED:g}x"
     met["sellout_exact"] = None if data["sellout"] is None else data["sellout"]["exact"]
     wanted["sellout_exact"] = "required"
     return met, wanted
