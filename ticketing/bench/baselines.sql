@@ -131,8 +131,11 @@ UPDATE allocations SET status = %(status)s WHERE id = ANY(%(ids)s::bigint[]);
 SELECT (SELECT count(*) FROM allocations), (SELECT count(*) FROM tickets);
 
 -- name: create_database
--- The loaded workload's own database (dropped after it), named by the run.
+-- The loaded workload's two databases (dropped after it), named by the run.
 CREATE DATABASE {name};
 
 -- name: drop_database
 DROP DATABASE IF EXISTS {name};
+
+-- name: may_create_databases
+SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user;

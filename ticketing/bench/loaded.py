@@ -1,22 +1,19 @@
 """Cost as the tables grow: each hot call's median, on an empty database and a loaded one.
 
-One connection, one measured event. First the calls run on a freshly
-migrated database: CALLS reserves (2 tickets each, one buyer per call),
-purchases of those holds, cancels of those purchases (tickets voided), and
-get_availability; then check_invariants for the event and for the whole
-database. Then the preload: `loaded_allocations` allocations (with their
-tickets) over LOADED_EVENTS events, the measured one among them, through the
-layer's triggers in statements of LOAD_BATCH rows: 60% purchased, 10%
-purchased then cancelled (tickets voided), 10% cancelled holds, 20% live
-holds. Then VACUUM
-ANALYZE, as autovacuum would have done by then, and the same calls again.
-loaded / empty is the growth of each call's median.
+Two databases of the run's server, created, migrated and dropped by the
+workload: one stays empty, the other gets `loaded_allocations` allocations
+(with their tickets) over LOADED_EVENTS events, the measured one among them,
+through the layer's triggers in statements of LOAD_BATCH rows: 60% purchased,
+10% purchased then cancelled (tickets voided), 10% cancelled holds, 20% live
+holds. Then VACUUM ANALYZE of both, as autovacuum would have done by then.
 
-The workload runs in a database of its own (created and dropped on the
-server, when the login may), so the rest of the run never sees its rows;
-otherwise in the given database. It runs once per benchmark, in the first
-regime that runs it: the cost of bigger tables is measured best where
-commits are cheap.
+One connection to each then runs, in alternating blocks of BLOCK calls (so
+that a noisy machine slows both sides alike), reserves (2 tickets, one buyer
+per call), purchases of those holds, cancels of those purchases and
+get_availability on the measured event; then check_invariants for the event
+and for the whole database. loaded / empty is the growth of each call's
+median. It runs once per benchmark, in the first regime that runs it: the
+cost of bigger tables is measured best where commits are cheap.
 """
 
 from __future__ import annotations
@@ -26,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -46,20 +44,14 @@ LOADED_EVENTS = 100
 LOAD_BATCH = 200
 #: Connections that preload at once (one per core of a small machine).
 PRELOAD_CONNECTIONS = 2
-#: Timed calls of each operation, per phase; untimed calls before the first.
+#: Timed calls of each operation on each side, in blocks that alternate between
+#: the sides; untimed calls on each side before the first block.
 CALLS = 300
+BLOCK = 50
 WARMUP_CALLS = 50
+SIDES = ("empty", "loaded")
 #: The operations whose loaded / empty median is a target.
 OPERATIONS = ("reserve", "purchase", "cancel", "get_availability")
-
-
-def _median_ms(calls: list[Callable[[], object]]) -> float:
-    times = []
-    for call in calls:
-        begun = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - begun)
-    return round(1000 * statistics.median(times), 3)
 
 
 def _seconds(call: Callable[[], object]) -> tuple[float, Any]:
@@ -68,53 +60,62 @@ def _seconds(call: Callable[[], object]) -> tuple[float, Any]:
     return round(time.perf_counter() - begun, 3), value
 
 
-def _phase(
-    conn: psycopg.Connection[Any], event_id: int, label: str, calls: int = CALLS
-) -> dict[str, Any]:
-    """Each operation's median (ms) on the measured event, and the checks' times (s)."""
-    fingerprints = [f"probe-{label}-{n}" for n in range(calls)]
-    held: list[int] = []
+@dataclass
+class _Side:
+    """One database's connection, measured event and call times (seconds, by operation)."""
 
-    def reserve(fingerprint: str) -> Callable[[], object]:
-        def call() -> None:
-            held.append(
-                allocations.reserve(conn, event_id=event_id, fingerprint=fingerprint, quantity=2).id
-            )
+    conn: psycopg.Connection[Any]
+    event_id: int
+    made: int = 0
+    times: dict[str, list[float]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
 
-        return call
+    def block(self, calls: int, timed: bool = True) -> None:
+        """`calls` of each operation, in order: reserve, purchase, cancel, get_availability."""
+        conn, event_id = self.conn, self.event_id
+        buyers = [f"probe-{self.made + n}" for n in range(calls)]
+        self.made += calls
+        held: list[int] = []
 
-    medians = {"reserve": _median_ms([reserve(f) for f in fingerprints])}
-    pairs = list(zip(held, fingerprints, strict=True))
+        def time_each(op: str, call: Callable[[str, int], object]) -> None:
+            for n, fingerprint in enumerate(buyers):
+                begun = time.perf_counter()
+                call(fingerprint, n)
+                if timed:
+                    self.times[op].append(time.perf_counter() - begun)
 
-    def purchase(allocation_id: int, fingerprint: str) -> Callable[[], object]:
-        return lambda: allocations.purchase(
-            conn, allocation_id=allocation_id, fingerprint=fingerprint
+        time_each(
+            "reserve",
+            lambda f, n: held.append(
+                allocations.reserve(conn, event_id=event_id, fingerprint=f, quantity=2).id
+            ),
         )
-
-    def cancel(allocation_id: int, fingerprint: str) -> Callable[[], object]:
-        return lambda: allocations.cancel(
-            conn, allocation_id=allocation_id, fingerprint=fingerprint
+        time_each(
+            "purchase",
+            lambda f, n: allocations.purchase(conn, allocation_id=held[n], fingerprint=f),
         )
+        time_each(
+            "cancel", lambda f, n: allocations.cancel(conn, allocation_id=held[n], fingerprint=f)
+        )
+        time_each("get_availability", lambda f, n: events.get_availability(conn, event_id))
 
-    medians["purchase"] = _median_ms([purchase(a, f) for a, f in pairs])
-    medians["cancel"] = _median_ms([cancel(a, f) for a, f in pairs])
-    medians["get_availability"] = _median_ms(
-        [lambda: events.get_availability(conn, event_id)] * calls
-    )
-    check_event_s, event_problems = _seconds(
-        lambda: admin.check_invariants(conn, event_id=event_id)
-    )
-    check_all_s, all_problems = _seconds(lambda: admin.check_invariants(conn))
-    row = conn.execute(Q["load_sizes"]).fetchone()
-    assert row is not None
-    return {
-        "allocations": int(row[0]),
-        "tickets": int(row[1]),
-        "median_ms": medians,
-        "check_event_s": check_event_s,
-        "check_all_s": check_all_s,
-        "violations": len(event_problems) + len(all_problems),
-    }
+    def report(self) -> dict[str, Any]:
+        """The medians (ms), the checks' times (s) and the database's size."""
+        check_event_s, event_problems = _seconds(
+            lambda: admin.check_invariants(self.conn, event_id=self.event_id)
+        )
+        check_all_s, all_problems = _seconds(lambda: admin.check_invariants(self.conn))
+        row = self.conn.execute(Q["load_sizes"]).fetchone()
+        assert row is not None
+        return {
+            "allocations": int(row[0]),
+            "tickets": int(row[1]),
+            "median_ms": {
+                op: round(1000 * statistics.median(times), 3) for op, times in self.times.items()
+            },
+            "check_event_s": check_event_s,
+            "check_all_s": check_all_s,
+            "violations": len(event_problems) + len(all_problems),
+        }
 
 
 def _load_event(conn: psycopg.Connection[Any], event_id: int, count: int, done: Any) -> None:
@@ -157,55 +158,60 @@ def _preload(run: Run, url: str, event_ids: list[int], total: int) -> None:
 
 
 @contextmanager
-def _own_database(run: Run, conn: psycopg.Connection[Any]) -> Iterator[tuple[str, str | None]]:
-    """(URL, name of the database made for the workload, or None: the given one)."""
-    name = f"ticketing_bench_loaded_{run.tag}".lower()
-    statement = sql.SQL(Q["create_database"]).format(name=sql.Identifier(name))
-    try:
-        conn.execute(statement)
-    except psycopg.Error:  # no CREATEDB: the given database it is
-        yield run.url, None
-        return
+def _database(run: Run, conn: psycopg.Connection[Any], side: str) -> Iterator[str]:
+    """A migrated database of the run's server for one side; dropped afterwards."""
+    dbname = f"ticketing_bench_{run.tag}_{side}".lower()
+    name = sql.Identifier(dbname)
+    conn.execute(sql.SQL(Q["create_database"]).format(name=name))
     try:
         params = conninfo.conninfo_to_dict(db._libpq_dsn(run.url))
-        params["dbname"] = name
-        yield conninfo.make_conninfo("", **params), name
+        params["dbname"] = dbname
+        url = conninfo.make_conninfo("", **params)
+        db.migrate(url)
+        yield url
     finally:
-        conn.execute(sql.SQL(Q["drop_database"]).format(name=sql.Identifier(name)))
+        conn.execute(sql.SQL(Q["drop_database"]).format(name=name))
 
 
 def loaded_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    row = conn.execute(Q["may_create_databases"]).fetchone()
+    if row is None or not row[0]:
+        return {"skipped": "needs a login with CREATEDB (it makes two databases of its own)"}
     total = run.config.loaded_allocations
-    with _own_database(run, conn) as (url, own):
-        if own is not None:
-            db.migrate(url)
-        with db.connect(url) as loaded:
-            event_ids = [
-                run.event(loaded, f"loaded {n}", NEVER_SELLS_OUT) for n in range(LOADED_EVENTS)
+    with ExitStack() as stack:
+        urls = {side: stack.enter_context(_database(run, conn, side)) for side in SIDES}
+        sides: dict[str, _Side] = {}
+        loaded_ids: list[int] = []
+        for name, url in urls.items():
+            side_conn = stack.enter_context(db.connect(url))
+            ids = [
+                run.event(side_conn, f"{name} {n}", NEVER_SELLS_OUT) for n in range(LOADED_EVENTS)
             ]
-            bar = run.bar("loaded: the hot calls on an empty database", 1)
-            _phase(loaded, event_ids[0], "warm", WARMUP_CALLS)  # prepared statements, caches
-            empty = _phase(loaded, event_ids[0], "empty")
-            bar.finish()
-            preload_s, _ = _seconds(lambda: _preload(run, url, event_ids, total))
-            bar = run.bar("loaded: VACUUM ANALYZE", 1)
-            try:
-                vacuum_s, _ = _seconds(lambda: loaded.execute("VACUUM (ANALYZE)"))
-            except psycopg.Error:  # e.g. not the tables' owner
-                vacuum_s = None
-            bar.finish()
-            bar = run.bar("loaded: the hot calls on the loaded database", 1)
-            full = _phase(loaded, event_ids[0], "loaded")
-            bar.finish()
+            sides[name] = _Side(side_conn, ids[0])
+            if name == "loaded":
+                loaded_ids = ids
+        preload_s, _ = _seconds(lambda: _preload(run, urls["loaded"], loaded_ids, total))
+        bar = run.bar("loaded: VACUUM ANALYZE", 1)
+        vacuum_s, _ = _seconds(lambda: [s.conn.execute("VACUUM (ANALYZE)") for s in sides.values()])
+        bar.finish()
+        bar = run.bar("loaded: the hot calls, empty and loaded in turn", CALLS)
+        for side in sides.values():
+            side.block(WARMUP_CALLS, timed=False)  # prepared statements, caches
+        for done in range(0, CALLS, BLOCK):
+            for side in sides.values():
+                side.block(BLOCK)
+            bar.update(done + BLOCK)
+        bar.finish()
+        empty, full = sides["empty"].report(), sides["loaded"].report()
     growth = {op: ratio(full["median_ms"][op], empty["median_ms"][op]) for op in OPERATIONS}
     growth["check_event"] = ratio(full["check_event_s"], empty["check_event_s"])
     return {
-        "database": "own (dropped afterwards)" if own is not None else "the given one",
         "events": LOADED_EVENTS,
         "preloaded_allocations": total,
         "preload_s": preload_s,
         "vacuum_analyze_s": vacuum_s,
         "calls": CALLS,
+        "block": BLOCK,
         "empty": empty,
         "loaded": full,
         "loaded_vs_empty": growth,

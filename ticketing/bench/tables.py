@@ -140,7 +140,7 @@ def summary(report: BenchReport) -> Group:
     tables: list[Table] = [table]
     if any(r["sellout"] is not None for r in regimes):
         tables.append(_sellout_table(regimes))
-    loaded = [r for r in regimes if r["loaded"] is not None]
+    loaded = [r for r in regimes if r["loaded"] is not None and "skipped" not in r["loaded"]]
     if loaded:
         tables.append(_loaded_table(loaded[0]))
     tables.append(_targets_table(regimes))

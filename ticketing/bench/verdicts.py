@@ -21,6 +21,11 @@ from ticketing.bench.stats import at_least, ratio
 PAIRS = ("purchase", "cancel", "expire")
 
 
+def _measured(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A workload's result, or None when it did not run or was skipped."""
+    return None if result is None or "skipped" in result else result
+
+
 def _pgbench_failures(name: str, result: dict[str, Any] | None, exact: bool) -> list[str]:
     """pgbench failing; with `exact`, a layer run whose transactions did not all change a row."""
     if result is None or "skipped" in result or "unavailable" in result:
@@ -59,7 +64,7 @@ def failures(data: dict[str, Any]) -> list[str]:
         if pair is not None:
             found += _pgbench_failures(f"{name} (layer SQL)", pair["layer"], exact=True)
             found += _pgbench_failures(f"{name} (floor)", pair["floor"], exact=False)
-    loaded = data["loaded"]
+    loaded = _measured(data["loaded"])
     if loaded is not None and (loaded["empty"]["violations"] or loaded["loaded"]["violations"]):
         found.append("loaded: check_invariants found violations")
     if data["sellout"] is not None:
@@ -87,7 +92,7 @@ def ratios(data: dict[str, Any]) -> dict[str, float | None]:
     found["sweeper_with_vs_without"] = (
         None if sweeper is None else ratio(_rate(sweeper["with"]), _rate(sweeper["without"]))
     )
-    loaded = data["loaded"]
+    loaded = _measured(data["loaded"])
     for op in LOADED_OPERATIONS:
         found[f"loaded_{op}"] = None if loaded is None else loaded["loaded_vs_empty"][op]
     for name in ("hot", "for_update", "single_update"):
