@@ -80,13 +80,15 @@ INSERT INTO bench.commit_probe (n) VALUES (1);
 TRUNCATE bench.commit_probe;
 
 -- name: make_holds
--- Holds made before a timed run (purchase, cancel, expire), through the
--- layer's triggers, one batch per statement. The k-th hold (from 0) has
--- fingerprint bench-h-k; pgbench finds it as base + k (see hold_range).
+-- Holds made before a timed run (purchase, cancel, expire) and the loaded
+-- workload's preload, through the layer's triggers, one batch per statement.
+-- The k-th hold (from 0) has fingerprint bench-h-k; pgbench finds it as
+-- base + k (see hold_range).
 INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)
 SELECT %(event_id)s::bigint, 'bench-h-' || k, 1 + k %% 4, now() + %(hold)s::interval
 FROM generate_series(%(first)s::integer, %(first)s::integer + %(count)s::integer - 1) AS k
-ORDER BY k;
+ORDER BY k
+RETURNING id;
 
 -- name: hold_range
 -- The first id of an event's holds, how many, and how many have id = base + k.
@@ -113,15 +115,6 @@ WHERE c.table_schema = current_schema()
   AND c.column_name IN ('event_id', 'allocation_id')
 GROUP BY c.table_name
 ORDER BY c.table_name;
-
--- name: load_holds
--- The loaded workload's preload: holds of one event through the layer's
--- triggers, one batch per statement; load-k holds 1 to 4 tickets.
-INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)
-SELECT %(event_id)s::bigint, 'load-' || k, 1 + k %% 4, now() + interval '1 day'
-FROM generate_series(%(first)s::integer, %(first)s::integer + %(count)s::integer - 1) AS k
-ORDER BY k
-RETURNING id;
 
 -- name: load_set_status
 -- Purchase (tickets issued) or cancel a batch of the preload's allocations.

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -42,6 +43,8 @@ LOADED_EVENTS = 100
 #: Allocations per preload statement (schema.md, section 13.3: row triggers in big
 #: statements cost more per row).
 LOAD_BATCH = 200
+#: The preload's live holds last longer than the run.
+PRELOAD_HOLD = timedelta(days=1)
 #: Connections that preload at once (one per core of a small machine).
 PRELOAD_CONNECTIONS = 2
 #: Timed calls of each operation on each side, in blocks that alternate between
@@ -119,12 +122,13 @@ class _Side:
 
 
 def _load_event(conn: psycopg.Connection[Any], event_id: int, count: int, done: Any) -> None:
-    """`count` allocations on one event, load-k the k-th; `done(n)` after each batch."""
+    """`count` allocations on one event (make_holds), then some purchased or cancelled;
+    `done(n)` after each batch."""
     for first in range(0, count, LOAD_BATCH):
         batch = min(LOAD_BATCH, count - first)
         with conn.transaction():
-            params = {"event_id": event_id, "first": first, "count": batch}
-            ids = enumerate((r[0] for r in conn.execute(Q["load_holds"], params)), first)
+            params = {"event_id": event_id, "first": first, "count": batch, "hold": PRELOAD_HOLD}
+            ids = enumerate((r[0] for r in conn.execute(Q["make_holds"], params)), first)
             by_k = [(k % 10, i) for k, i in ids]
             # k % 10: 0-6 purchased, 6 then cancelled; 7 a cancelled hold; 8-9 held.
             bought = [i for m, i in by_k if m < 7]
