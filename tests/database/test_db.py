@@ -13,7 +13,7 @@ import pytest
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
-from tests.test_migrations import MIGRATION_IDS
+from tests.database.test_migrations import MIGRATION_IDS
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import ConnectionLost, Forbidden, InvalidInput, TicketingError
 

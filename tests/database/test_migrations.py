@@ -26,7 +26,7 @@ from ticketing import admin as operator
 from ticketing import allocations, db, events
 from ticketing.errors import ConnectionLost, DatabaseError, InvalidInput, TicketingError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO / "sql"
 YOYO = Path(sys.executable).parent / "yoyo"
 

@@ -1,0 +1,1 @@
+"""Tests of the public API: events, allocations, tickets, input bounds, buyer limits."""

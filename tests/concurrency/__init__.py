@@ -1,0 +1,1 @@
+"""Tests with real threads and injected faults: races between connections, killed backends."""

@@ -1,0 +1,1 @@
+"""Hypothesis tests: a stateful model of the layer, and fuzzed inputs of every API function."""
