@@ -8,7 +8,9 @@ cluster that lives as long as the command.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import typer
 from rich.console import Console
 
 from ticketing import db, embedded
+from ticketing._text import plural
 from ticketing.errors import InvalidInput
 
 app = typer.Typer(
@@ -27,8 +30,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-out = Console()
+
+
+class _Stdout(Console):
+    """The console of stdout. When the reader of a pipe goes away (`ticketing bench | head`),
+    the rest of the output is dropped and the command runs on to its end (the bench still
+    writes its JSON), instead of stopping with status 1 as rich does by default."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+out = _Stdout()
 err = Console(stderr=True)
 log = logging.getLogger("ticketing")
 
@@ -58,6 +75,7 @@ def _root(
             "--database-url",
             envvar="DATABASE_URL",
             help="PostgreSQL URL (postgresql://user:password@host:port/dbname).",
+            metavar="URL",
             show_default=False,
         ),
     ] = None,
@@ -73,8 +91,8 @@ def database(ctx: typer.Context, *, throwaway: bool) -> Iterator[str]:
         pending = db.pending_migrations(url)
         if pending:
             raise InvalidInput(
-                f"the database schema is missing or out of date ({len(pending)} migrations "
-                "pending): run `ticketing migrate`"
+                f"the database schema is missing or out of date "
+                f"({plural(len(pending), 'migration')} pending): run `ticketing migrate`"
             )
         yield url
         return

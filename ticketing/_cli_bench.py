@@ -29,34 +29,57 @@ from ticketing.bench.config import LOADED_ALLOCATIONS
 def bench(
     ctx: typer.Context,
     workers: Annotated[
-        int, typer.Option(min=1, max=256, help="Concurrent buyer processes (and pgbench clients).")
+        int,
+        typer.Option(
+            min=1, max=256, metavar="N", help="Concurrent buyer processes (and pgbench clients)."
+        ),
     ] = 16,
-    seconds: Annotated[int, typer.Option(min=1, max=3600, help="Length of each timed run.")] = 5,
+    seconds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=3600,
+            metavar="N",
+            help="Length of each timed run, the sell-out's and the loaded workload's included "
+            "(the preload before the latter is sized by --loaded-allocations).",
+        ),
+    ] = 5,
     json_path: Annotated[
         Path | None,
         typer.Option(
             "--json",
-            help="Where to write the results (default: bench/results/bench-<UTC timestamp>.json).",
+            metavar="PATH",
+            help="Where to write the results (default: bench/results/bench-<UTC timestamp>.json "
+            "under the current directory).",
             show_default=False,
         ),
     ] = None,
     only: Annotated[
         list[Workload] | None,
-        typer.Option(help="Run only this workload (repeatable).", show_default=False),
+        typer.Option(
+            metavar="NAME",
+            help="Run only this workload (repeatable): "
+            + ", ".join(w.value for w in Workload)
+            + ".",
+            show_default=False,
+        ),
     ] = None,
     sellout_buyers: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="Buyers in the sell-out.")
+        int, typer.Option(min=1, max=1_000_000, metavar="N", help="Buyers in the sell-out.")
     ] = 10_000,
     sellout_tickets: Annotated[
-        int, typer.Option(min=1, max=1_000_000, help="Tickets in the sell-out.")
+        int, typer.Option(min=1, max=1_000_000, metavar="N", help="Tickets in the sell-out.")
     ] = 1000,
     loaded_allocations: Annotated[
         int,
-        typer.Option(min=100, max=100_000_000, help="Allocations the loaded workload preloads."),
+        typer.Option(
+            min=100, max=100_000_000, metavar="N", help="Allocations the loaded workload preloads."
+        ),
     ] = LOADED_ALLOCATIONS,
     commit_latency: Annotated[
         str | None,
         typer.Option(
+            metavar="DURATION",
             help="Only this regime: commits slowed to about this long by a synchronous standby "
             "(e.g. 2ms; 0 for the machine's own commits). Default: both. Not with a database URL.",
             show_default=False,
@@ -107,8 +130,8 @@ def bench(
         )
         with progress:
             report = run_bench(url, config, commit_latencies=latencies, progress=progress)
+    write_json(report, path)  # first: the output may go to a pipe that closes early
     out.print(summary(report))
-    write_json(report, path)
     out.print(f"results written to {path}", soft_wrap=True, highlight=False)
     for failure in report.failures:
         err.print(f"failed: {failure}", markup=False, highlight=False, soft_wrap=True)

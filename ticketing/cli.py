@@ -12,14 +12,16 @@ on stderr and exit non-zero; there are no tracebacks for bad input.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 from types import FrameType
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,6 +29,7 @@ from rich.table import Table
 from ticketing import _validate, admin, allocations, db
 from ticketing._cli_app import Settings, app, database, err, log, out, parse_duration
 from ticketing._cli_bench import bench
+from ticketing._text import plural
 from ticketing.demo import DemoResult, run_demo
 from ticketing.errors import InvalidInput, TicketingError
 from ticketing.models import Availability
@@ -59,23 +62,35 @@ def migrate(
         pending = db.pending_migrations(url)
         for mid in pending:
             out.print(f"would apply {mid}")
-        out.print(f"{len(pending)} pending" if pending else "up to date")
+        out.print(f"{plural(len(pending), 'migration')} pending" if pending else "up to date")
         return
     applied = db.migrate(url)
     for mid in applied:
         out.print(f"applied {mid}")
-    out.print(f"{len(applied)} applied" if applied else "up to date")
+    out.print(f"{plural(len(applied), 'migration')} applied" if applied else "up to date")
 
 
 @app.command()
 def demo(
     ctx: typer.Context,
-    buyers: Annotated[int, typer.Option(min=1, max=1_000_000, help="Distinct buyers.")] = 200,
-    tickets: Annotated[int, typer.Option(min=1, max=10_000_000, help="Tickets on sale.")] = 1000,
-    workers: Annotated[int, typer.Option(min=1, max=128, help="Concurrent workers.")] = 16,
-    hold: Annotated[str, typer.Option(help="How long a hold lasts, e.g. 30s.")] = "5s",
-    timeout: Annotated[str, typer.Option(help="Give up after this long.")] = "5m",
-    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
+    buyers: Annotated[
+        int, typer.Option(min=1, max=1_000_000, metavar="N", help="Distinct buyers.")
+    ] = 200,
+    tickets: Annotated[
+        int, typer.Option(min=1, max=10_000_000, metavar="N", help="Tickets on sale.")
+    ] = 1000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=128, metavar="N", help="Concurrent workers.")
+    ] = 16,
+    hold: Annotated[
+        str, typer.Option(metavar="DURATION", help="How long a hold lasts, e.g. 30s.")
+    ] = "5s",
+    timeout: Annotated[
+        str, typer.Option(metavar="DURATION", help="Give up after this long.")
+    ] = "5m",
+    seed: Annotated[
+        int | None, typer.Option(metavar="N", help="Random seed, for a repeatable run.")
+    ] = None,
 ) -> None:
     """Run a flash sale with concurrent buyers; verify nothing is oversold."""
     hold_for = parse_duration(hold)
@@ -121,7 +136,7 @@ def demo(
 
 
 def _print_demo(result: DemoResult, workers: int) -> None:
-    table = Table(title=f"Flash sale: event {result.event_id}, {workers} workers")
+    table = Table(title=f"Flash sale: event {result.event_id}, {plural(workers, 'worker')}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("tickets on sale", f"{result.tickets:,}")
@@ -157,9 +172,13 @@ def _print_demo(result: DemoResult, workers: int) -> None:
 @app.command()
 def sweep(
     ctx: typer.Context,
-    every: Annotated[str, typer.Option(help="Pause between rounds, e.g. 5s.")] = "5s",
+    every: Annotated[
+        str, typer.Option(metavar="DURATION", help="Pause between rounds, e.g. 5s.")
+    ] = "5s",
     once: Annotated[bool, typer.Option("--once", help="Run one round and exit.")] = False,
-    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Holds per batch.")] = 1000,
+    batch: Annotated[
+        int, typer.Option(min=1, max=10_000, metavar="N", help="Holds per batch.")
+    ] = 1000,
 ) -> None:
     """Expire lapsed holds: batches until none are left, every few seconds."""
     pause = parse_duration(every).total_seconds()
@@ -167,7 +186,9 @@ def sweep(
     if url is None:
         raise InvalidInput("no database: pass --database-url or set DATABASE_URL")
     logging.basicConfig(
-        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err)]
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
     )
     stop = threading.Event()
 
@@ -185,7 +206,7 @@ def sweep(
                 total += expired
                 if expired < batch:
                     break
-            log.info("expired %d lapsed holds", total)
+            log.info("expired %s", plural(total, "lapsed hold"))
             if once or stop.wait(pause):
                 break
 
@@ -193,26 +214,43 @@ def sweep(
 @app.command()
 def status(
     ctx: typer.Context,
-    event: Annotated[int | None, typer.Option(min=1, help="Only this event.")] = None,
+    event: Annotated[int | None, typer.Option(min=1, metavar="ID", help="Only this event.")] = None,
 ) -> None:
     """A table of events: total, reserved, purchased, available."""
     with database(ctx, throwaway=True) as url, db.connect(url) as conn:
         rows = admin.event_status(conn, event_id=event)
     if event is not None and not rows:
         raise InvalidInput(f"event {event} does not exist")
-    table = Table(title="Events")
-    for name in ("id", "name", "starts at", "total", "reserved", "purchased", "available"):
-        table.add_column(name, justify="left" if name in ("name", "starts at") else "right")
-    for row in rows:
-        table.add_row(
+    headers = ("id", "name", "starts at (UTC)", "total", "reserved", "purchased", "available")
+    cells = [
+        (
             str(row.id),
             row.name,
-            f"{row.starts_at:%Y-%m-%d %H:%M %Z}",
+            f"{row.starts_at.astimezone(UTC):%Y-%m-%d %H:%M}",
             f"{row.total_tickets:,}",
             f"{row.reserved:,}",
             f"{row.purchased:,}",
             f"{row.available:,}",
         )
+        for row in rows
+    ]
+    # One line per event: every column keeps its width, but a long name is cut short.
+    widths = [
+        max([len(header), *(len(line[n]) for line in cells)]) for n, header in enumerate(headers)
+    ]
+    spacing = 3 * (len(headers) - 1)  # padding and separator between columns
+    widths[1] = max(8, min(widths[1], out.width - spacing - sum(widths) + widths[1]))
+    table = Table(title="Events", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for n, header in enumerate(headers):
+        table.add_column(
+            header,
+            justify="left" if n in (1, 2) else "right",
+            no_wrap=True,
+            overflow="ellipsis",
+            width=widths[n],
+        )
+    for line in cells:
+        table.add_row(*line)
     out.print(table)
 
 
@@ -220,7 +258,8 @@ def status(
 def check(
     ctx: typer.Context,
     event: Annotated[
-        int | None, typer.Option(min=1, help="Only this event's rows (time follows its size).")
+        int | None,
+        typer.Option(min=1, metavar="ID", help="Only this event's rows (time follows its size)."),
     ] = None,
 ) -> None:
     """Verify every invariant in the database; exit 1 if any is violated."""
@@ -229,7 +268,7 @@ def check(
     for violation in violations:
         out.print(f"[red]violation:[/] {violation}", soft_wrap=True)
     if violations:
-        err.print(f"{len(violations)} invariant violations")
+        err.print(plural(len(violations), "invariant violation"))
         raise typer.Exit(1)
     scope = "" if event is None else f" for event {event}"
     out.print(f"[green]all {len(admin.CHECKS)} invariant checks passed{scope}[/]")
@@ -243,6 +282,12 @@ def _fail(message: str, code: int) -> None:
     if line:  # an empty message follows the help text that was already printed
         err.print(f"ticketing: error: {line}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main() -> None:
@@ -260,6 +305,9 @@ def main() -> None:
         _fail("interrupted", 130)
     except TicketingError as exc:
         _fail(str(exc), 1)
+    except BrokenPipeError:  # e.g. `ticketing bench | head`: the reader has gone
+        _quiet_stdout()
+        sys.exit(141)  # 128 + SIGPIPE, as a command killed by the signal reports
     except OSError as exc:  # e.g. a results file that cannot be written
         _fail(str(exc), 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -165,11 +165,15 @@ def timed(index: int, seconds: float, operation: Callable[[int], None]) -> Tally
 def sellout(
     conn: psycopg.Connection[Any], index: int, task: Task, attempts: Synchronized[int]
 ) -> Tally:
-    """Take attempts from the shared counter until none are left: reserve 1, then purchase."""
+    """Take attempts from the shared counter until none are left: reserve 1, then purchase.
+
+    Stops early, with attempts left, once `task.seconds` have passed.
+    """
     started = time.monotonic()
+    deadline = started + task.seconds
     tally = Tally(index=index, started=started, finished=started)
     event_id = task.event_ids[0]
-    while True:
+    while time.monotonic() < deadline:
         with attempts.get_lock():
             if attempts.value >= task.attempts:
                 break

@@ -103,18 +103,9 @@ class BenchReport:
 
 
 def default_json_path(now: datetime | None = None, base: Path | None = None) -> Path:
-    """bench/results/bench-<UTC timestamp>.json under `base`.
-
-    `base` defaults to the source checkout this package runs from (the
-    directory holding pyproject.toml and bench/), else the current directory:
-    an installed package writes where it is run, a checkout into its own tree.
-    """
+    """bench/results/bench-<UTC timestamp>.json under `base` (default: the current directory)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    if base is None:
-        checkout = Path(__file__).resolve().parents[2]
-        is_checkout = (checkout / "pyproject.toml").is_file() and (checkout / "bench").is_dir()
-        base = checkout if is_checkout else Path()
-    return base / "bench" / "results" / f"bench-{stamp}.json"
+    return (base or Path()) / "bench" / "results" / f"bench-{stamp}.json"
 
 
 def check_writable(path: Path) -> None:

@@ -201,10 +201,14 @@ def loaded_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict
         bar = run.bar("loaded: the hot calls, empty and loaded in turn", CALLS)
         for side in sides.values():
             side.block(WARMUP_CALLS, timed=False)  # prepared statements, caches
-        for done in range(0, CALLS, BLOCK):
+        measured_from, calls = time.monotonic(), 0
+        while calls < CALLS:  # CALLS per side, or fewer when --seconds runs out first
             for side in sides.values():
                 side.block(BLOCK)
-            bar.update(done + BLOCK)
+            calls += BLOCK
+            bar.update(calls)
+            if time.monotonic() - measured_from >= run.seconds:
+                break
         bar.finish()
         empty, full = sides["empty"].report(), sides["loaded"].report()
     growth = {op: ratio(full["median_ms"][op], empty["median_ms"][op]) for op in OPERATIONS}
@@ -214,7 +218,7 @@ def loaded_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict
         "preloaded_allocations": total,
         "preload_s": preload_s,
         "vacuum_analyze_s": vacuum_s,
-        "calls": CALLS,
+        "calls": calls,
         "block": BLOCK,
         "empty": empty,
         "loaded": full,
