@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from ticketing import db, embedded
-from ticketing._text import plural
+from ticketing._report import plural
 from ticketing.errors import InvalidInput
 
 app = typer.Typer(

@@ -24,6 +24,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ticketing.errors import RETRYABLE_SQLSTATES, TicketingError, translate
+from ticketing.queries import load
 
 T = TypeVar("T")
 
@@ -33,10 +34,10 @@ LOCK_TIMEOUT = "3s"
 #: serialization failures.
 ATTEMPTS = 5
 
-_SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(timeout)s, true)"
+_Q = load("session.sql")
 _SET_ISOLATION: dict[str, LiteralString] = {
-    "REPEATABLE READ": "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-    "SERIALIZABLE": "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    "REPEATABLE READ": _Q["set_repeatable_read"],
+    "SERIALIZABLE": _Q["set_serializable"],
 }
 
 
@@ -63,7 +64,7 @@ def atomic(
             with conn.transaction():
                 if owns and isolation is not None:
                     conn.execute(_SET_ISOLATION[isolation])
-                conn.execute(_SET_LOCK_TIMEOUT, {"timeout": LOCK_TIMEOUT})
+                conn.execute(_Q["set_lock_timeout"], {"timeout": LOCK_TIMEOUT})
                 return work(conn)
         except psycopg.Error as exc:
             if exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts:

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import class_row
-from pydantic import BaseModel, ConfigDict
 
-from ticketing import _validate as check
+from ticketing import _validate as validate
 from ticketing._tx import atomic
 from ticketing.errors import EventNotFound
+from ticketing.models import EventStatus
 from ticketing.queries import load
 
 Q = load("admin.sql")
 CHECKS = tuple(name for name in Q if name.startswith("check_"))
-
-
-class EventStatus(BaseModel):
-    """One line of `ticketing status`: an event and its availability."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    name: str
-    starts_at: datetime
-    total_tickets: int
-    reserved: int
-    purchased: int
-    available: int
 
 
 _EVENT_STATUS_ROW = class_row(EventStatus)
@@ -45,7 +30,7 @@ def check_invariants(conn: psycopg.Connection[Any], *, event_id: int | None = No
     when the function owns the transaction), so a busy database cannot show
     a half-applied change.
     """
-    params = {"event_id": None if event_id is None else check.identifier("event_id", event_id)}
+    params = {"event_id": None if event_id is None else validate.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> list[str]:
         problems: list[str] = []
@@ -66,12 +51,32 @@ def event_status(
 ) -> list[EventStatus]:
     """Events (one, or the first `limit` by start time) with their availability."""
     params = {
-        "event_id": None if event_id is None else check.identifier("event_id", event_id),
-        "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
+        "event_id": None if event_id is None else validate.identifier("event_id", event_id),
+        "limit": validate.integer("limit", limit, 1, validate.MAX_LIMIT),
     }
 
     def work(conn: psycopg.Connection[Any]) -> list[EventStatus]:
         with conn.cursor(row_factory=_EVENT_STATUS_ROW) as cur:
             return cur.execute(Q["status"], params).fetchall()
+
+    return atomic(conn, work)
+
+
+class SaleOutcome(NamedTuple):
+    """What a sale ended with, counted from the rows (not from the slot counters)."""
+
+    sold: int  # valid tickets issued
+    holds_expired: int
+    tickets_expired: int
+
+
+def sale_outcome(conn: psycopg.Connection[Any], event_id: int) -> SaleOutcome:
+    """Valid tickets of the event, and the holds of it that lapsed (count and tickets)."""
+    params = {"event_id": validate.identifier("event_id", event_id)}
+
+    def work(conn: psycopg.Connection[Any]) -> SaleOutcome:
+        row = conn.execute(Q["sale_outcome"], params).fetchone()
+        assert row is not None  # an aggregate always returns its one row
+        return SaleOutcome(int(row[0]), int(row[1]), int(row[2]))
 
     return atomic(conn, work)

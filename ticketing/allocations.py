@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from ticketing import _validate as check
+from ticketing import _validate as validate
 from ticketing._tx import LOCK_TIMEOUT, atomic
 from ticketing.errors import (
     AllocationNotFound,
@@ -64,13 +64,13 @@ def reserve(
     Raises `EventNotFound`, `BuyerLimitExceeded` or `SoldOut`, in that order.
     """
     params = {
-        "event_id": check.identifier("event_id", event_id),
-        "fingerprint": check.text("fingerprint", fingerprint),
-        "quantity": check.integer("quantity", quantity, 1, check.MAX_QUANTITY),
-        "hold": check.hold(hold),
+        "event_id": validate.identifier("event_id", event_id),
+        "fingerprint": validate.text("fingerprint", fingerprint),
+        "quantity": validate.integer("quantity", quantity, 1, validate.MAX_QUANTITY),
+        "hold": validate.hold(hold),
         "idempotency_key": None
         if idempotency_key is None
-        else check.text("idempotency_key", idempotency_key),
+        else validate.text("idempotency_key", idempotency_key),
         "lock_timeout": LOCK_TIMEOUT,
     }
 
@@ -99,8 +99,8 @@ def purchase(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: 
     `InvalidTransition` (cancelled).
     """
     params = {
-        "allocation_id": check.identifier("allocation_id", allocation_id),
-        "fingerprint": check.text("fingerprint", fingerprint),
+        "allocation_id": validate.identifier("allocation_id", allocation_id),
+        "fingerprint": validate.text("fingerprint", fingerprint),
         "lock_timeout": LOCK_TIMEOUT,
     }
 
@@ -128,8 +128,8 @@ def cancel(conn: psycopg.Connection[Any], *, allocation_id: int, fingerprint: st
     expired one raises `InvalidTransition`.
     """
     params = {
-        "allocation_id": check.identifier("allocation_id", allocation_id),
-        "fingerprint": check.text("fingerprint", fingerprint),
+        "allocation_id": validate.identifier("allocation_id", allocation_id),
+        "fingerprint": validate.text("fingerprint", fingerprint),
         "lock_timeout": LOCK_TIMEOUT,
     }
 
@@ -154,7 +154,7 @@ def _buyer_allocation(conn: psycopg.Connection[Any], params: dict[str, Any]) -> 
 
 def get_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> Allocation:
     """The allocation with this id, or `AllocationNotFound`."""
-    params = {"allocation_id": check.identifier("allocation_id", allocation_id)}
+    params = {"allocation_id": validate.identifier("allocation_id", allocation_id)}
 
     def work(conn: psycopg.Connection[Any]) -> Allocation:
         row = _one(conn, "get_allocation", params)
@@ -170,8 +170,8 @@ def list_for_buyer(
 ) -> list[Allocation]:
     """The buyer's allocations (on one event, or all), newest first."""
     params = {
-        "fingerprint": check.text("fingerprint", fingerprint),
-        "event_id": None if event_id is None else check.identifier("event_id", event_id),
+        "fingerprint": validate.text("fingerprint", fingerprint),
+        "event_id": None if event_id is None else validate.identifier("event_id", event_id),
     }
 
     def work(conn: psycopg.Connection[Any]) -> list[Allocation]:
@@ -189,7 +189,7 @@ def expire_due(conn: psycopg.Connection[Any], *, limit: int = 1000) -> int:
     may wait, up to the lock timeout, for the event's inventory slots.
     """
     params = {
-        "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
+        "limit": validate.integer("limit", limit, 1, validate.MAX_LIMIT),
         "lock_timeout": LOCK_TIMEOUT,
     }
 

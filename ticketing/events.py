@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from ticketing import _validate as check
+from ticketing import _validate as validate
 from ticketing._tx import atomic
 from ticketing.errors import EventNotFound
 from ticketing.models import Availability, Event
@@ -35,17 +35,19 @@ def create_event(
     at most 16, so small events get one. See schema.md, "Inventory slots".
     """
     params = {
-        "name": check.text("name", name),
-        "starts_at": check.instant("starts_at", starts_at),
-        "total_tickets": check.integer("total_tickets", total_tickets, 1, check.MAX_TOTAL_TICKETS),
+        "name": validate.text("name", name),
+        "starts_at": validate.instant("starts_at", starts_at),
+        "total_tickets": validate.integer(
+            "total_tickets", total_tickets, 1, validate.MAX_TOTAL_TICKETS
+        ),
         "max_per_buyer": None
         if max_per_buyer is None
-        else check.integer("max_per_buyer", max_per_buyer, 1, check.MAX_PER_BUYER),
+        else validate.integer("max_per_buyer", max_per_buyer, 1, validate.MAX_PER_BUYER),
     }
     params["slots"] = (
         ""
         if slots is None
-        else str(check.integer("slots", slots, 1, min(check.MAX_SLOTS, total_tickets)))
+        else str(validate.integer("slots", slots, 1, min(validate.MAX_SLOTS, total_tickets)))
     )
 
     def work(conn: psycopg.Connection[Any]) -> Event:
@@ -59,7 +61,7 @@ def create_event(
 
 def get_event(conn: psycopg.Connection[Any], event_id: int) -> Event:
     """The event with this id, or `EventNotFound`."""
-    params = {"event_id": check.identifier("event_id", event_id)}
+    params = {"event_id": validate.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> Event:
         with conn.cursor(row_factory=_EVENT_ROW) as cur:
@@ -76,8 +78,10 @@ def list_events(
 ) -> list[Event]:
     """Events starting after `starts_after` (all when None), by start time then id."""
     params = {
-        "starts_after": None if starts_after is None else check.aware("starts_after", starts_after),
-        "limit": check.integer("limit", limit, 1, check.MAX_LIMIT),
+        "starts_after": None
+        if starts_after is None
+        else validate.aware("starts_after", starts_after),
+        "limit": validate.integer("limit", limit, 1, validate.MAX_LIMIT),
     }
 
     def work(conn: psycopg.Connection[Any]) -> list[Event]:
@@ -92,7 +96,7 @@ def get_availability(conn: psycopg.Connection[Any], event_id: int) -> Availabili
 
     Holds past their expires_at count as available even before the sweeper runs.
     """
-    params = {"event_id": check.identifier("event_id", event_id)}
+    params = {"event_id": validate.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> Availability:
         with conn.cursor(row_factory=_AVAILABILITY_ROW) as cur:

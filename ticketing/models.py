@@ -67,3 +67,15 @@ class Ticket(_Record):
     code: str
     voided_at: datetime | None
     created_at: datetime
+
+
+class EventStatus(_Record):
+    """One line of `ticketing status`: an event and its availability."""
+
+    id: int
+    name: str
+    starts_at: datetime
+    total_tickets: int
+    reserved: int
+    purchased: int
+    available: int

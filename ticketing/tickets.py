@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from ticketing import _validate as check
+from ticketing import _validate as validate
 from ticketing._tx import atomic
 from ticketing.errors import TicketNotFound
 from ticketing.models import Ticket
@@ -19,7 +19,7 @@ _TICKET_ROW = class_row(Ticket)
 
 def list_for_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> list[Ticket]:
     """The allocation's tickets (voided ones included), by number."""
-    params = {"allocation_id": check.identifier("allocation_id", allocation_id)}
+    params = {"allocation_id": validate.identifier("allocation_id", allocation_id)}
 
     def work(conn: psycopg.Connection[Any]) -> list[Ticket]:
         with conn.cursor(row_factory=_TICKET_ROW) as cur:
@@ -30,7 +30,7 @@ def list_for_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> li
 
 def get_by_code(conn: psycopg.Connection[Any], code: str) -> Ticket:
     """The ticket with this code, or `TicketNotFound`."""
-    params = {"code": check.text("code", code)}
+    params = {"code": validate.text("code", code)}
 
     def work(conn: psycopg.Connection[Any]) -> Ticket:
         with conn.cursor(row_factory=_TICKET_ROW) as cur:

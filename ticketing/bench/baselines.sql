@@ -52,11 +52,8 @@ INSERT INTO bench.allocations (event_id, fingerprint, quantity)
 SELECT id, %(fp)s, %(q)s FROM e
 RETURNING id;
 
--- name: count_valid_tickets
--- Reading the results back from the layer's tables.
-SELECT count(*) FROM tickets WHERE event_id = %(event_id)s AND voided_at IS NULL;
-
 -- name: count_event_allocations
+-- Reading the results back from the layer's tables (tickets sold: admin.sale_outcome).
 SELECT count(*) FROM allocations WHERE event_id = %(event_id)s;
 
 -- name: server_facts
@@ -132,3 +129,27 @@ DROP DATABASE IF EXISTS {name};
 
 -- name: may_create_databases
 SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user;
+
+-- name: vacuum_analyze
+-- After the loaded workload's preload: fresh statistics and visibility maps on both sides.
+VACUUM (ANALYZE);
+
+-- name: set_apply_delay
+-- The standby's delay before it applies what it receives ({delay} is a literal such as '1ms').
+ALTER SYSTEM SET recovery_min_apply_delay = {delay};
+
+-- name: reload_settings
+SELECT pg_reload_conf();
+
+-- name: skip_triggers
+-- remove_events: delete the benchmark's events without firing the layer's guards.
+SET LOCAL session_replication_role = replica;
+
+-- name: delete_by_allocation
+DELETE FROM {table} WHERE allocation_id IN (SELECT id FROM allocations WHERE event_id = ANY(%(ids)s));
+
+-- name: delete_by_event
+DELETE FROM {table} WHERE event_id = ANY(%(ids)s);
+
+-- name: delete_events
+DELETE FROM events WHERE id = ANY(%(ids)s);

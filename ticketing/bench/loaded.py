@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
+from psycopg import sql
 
 from ticketing import admin, allocations, db, events
 from ticketing.bench.config import NEVER_SELLS_OUT
@@ -168,9 +168,7 @@ def _database(run: Run, conn: psycopg.Connection[Any], side: str) -> Iterator[st
     name = sql.Identifier(dbname)
     conn.execute(sql.SQL(Q["create_database"]).format(name=name))
     try:
-        params = conninfo.conninfo_to_dict(db._libpq_dsn(run.url))
-        params["dbname"] = dbname
-        url = conninfo.make_conninfo("", **params)
+        url = db.with_dbname(run.url, dbname)
         db.migrate(url)
         yield url
     finally:
@@ -196,7 +194,9 @@ def loaded_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict
                 loaded_ids = ids
         preload_s, _ = _seconds(lambda: _preload(run, urls["loaded"], loaded_ids, total))
         bar = run.bar("loaded: VACUUM ANALYZE", 1)
-        vacuum_s, _ = _seconds(lambda: [s.conn.execute("VACUUM (ANALYZE)") for s in sides.values()])
+        vacuum_s, _ = _seconds(
+            lambda: [s.conn.execute(Q["vacuum_analyze"]) for s in sides.values()]
+        )
         bar.finish()
         bar = run.bar("loaded: the hot calls, empty and loaded in turn", CALLS)
         for side in sides.values():

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg import conninfo
-
-from ticketing import embedded
+from ticketing import db, embedded
 from ticketing._tx import LOCK_TIMEOUT
 from ticketing.bench.config import QUANTITY_RANGE, BenchError
 from ticketing.bench.crew import Bar
@@ -80,9 +78,7 @@ def find_pgbench() -> Path | None:
 
 def pgbench_connection(url: str) -> tuple[list[str], dict[str, str]]:
     """pgbench arguments (-h -p -U dbname) and environment (PGPASSWORD, ...) for a URL."""
-    if url.startswith("postgresql+psycopg://"):
-        url = "postgresql://" + url[len("postgresql+psycopg://") :]
-    params = conninfo.conninfo_to_dict(url)
+    params = db.parse_dsn(url)
     args: list[str] = []
     for key, flag in (("host", "-h"), ("port", "-p"), ("user", "-U")):
         if params.get(key):

@@ -106,12 +106,8 @@ def own_commits(server: embedded.EmbeddedPostgres) -> Regime:
 
 def _set_apply_delay(standby: embedded.EmbeddedStandby, delay_ms: int) -> None:
     with psycopg.connect(standby.url(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER SYSTEM SET recovery_min_apply_delay = {}").format(
-                sql.Literal(f"{delay_ms}ms")
-            )
-        )
-        conn.execute("SELECT pg_reload_conf()")
+        conn.execute(sql.SQL(Q["set_apply_delay"]).format(delay=sql.Literal(f"{delay_ms}ms")))
+        conn.execute(Q["reload_settings"])
     time.sleep(0.2)  # the startup process rereads its settings
 
 

@@ -32,12 +32,11 @@ from ticketing.bench.config import NEVER_SELLS_OUT, Workload
 from ticketing.bench.context import Run, drain
 from ticketing.bench.crew import Crew
 from ticketing.bench.pgbench import PgbenchRun, find_pgbench, pgbench_script, run_pgbench
-from ticketing.bench.sql import Q, load
+from ticketing.bench.sql import FLOORS, Q
 from ticketing.bench.stats import ratio
-from ticketing.queries import load as load_layer
+from ticketing.queries import load
 
-FLOORS = load("floors.sql")
-LAYER = load_layer("allocations.sql")
+LAYER = load("allocations.sql")
 #: The floors' sessions: no trigger (and no foreign key check) fires.
 REPLICA = "-c session_replication_role=replica"
 FLOOR_UNAVAILABLE = "needs a superuser (session_replication_role = replica)"
@@ -95,21 +94,18 @@ def make_holds(
 def remove_events(conn: psycopg.Connection[Any], event_ids: list[int]) -> None:
     """Remove events and every row that refers to them, without firing any trigger."""
     with conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(Q["skip_triggers"])
         tables = conn.execute(Q["event_tables"]).fetchall()
         ids = {"ids": event_ids}
-        by_allocation = sql.SQL(
-            "DELETE FROM {} WHERE allocation_id IN "
-            "(SELECT id FROM allocations WHERE event_id = ANY(%(ids)s))"
-        )
         for name, by_event in tables:
             if not by_event:
-                conn.execute(by_allocation.format(sql.Identifier(name)), ids)
+                query = sql.SQL(Q["delete_by_allocation"]).format(table=sql.Identifier(name))
+                conn.execute(query, ids)
         for name, by_event in tables:
             if by_event:
-                query = sql.SQL("DELETE FROM {} WHERE event_id = ANY(%(ids)s)")
-                conn.execute(query.format(sql.Identifier(name)), ids)
-        conn.execute("DELETE FROM events WHERE id = ANY(%(ids)s)", ids)
+                query = sql.SQL(Q["delete_by_event"]).format(table=sql.Identifier(name))
+                conn.execute(query, ids)
+        conn.execute(Q["delete_events"], ids)
 
 
 def _rate(result: dict[str, Any]) -> float | None:

@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ticketing._report import percentile_ms
 from ticketing.bench.buyers import Tally
 
-
-def percentile_ms(ordered: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of sorted seconds, in milliseconds."""
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * p // 100))
-    return round(1000 * ordered[int(rank) - 1], 3)
+__all__ = ["at_least", "error_samples", "percentile_ms", "ratio", "summarise"]
 
 
 def summarise(tallies: list[Tally]) -> dict[str, Any]:

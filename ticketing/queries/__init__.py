@@ -14,9 +14,9 @@ from typing import LiteralString, cast
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def load(filename: str) -> dict[str, LiteralString]:
-    """Return the named statements of one .sql file of this package."""
-    text = resources.files(__name__).joinpath(filename).read_text(encoding="utf-8")
+def load(filename: str, package: str = __name__) -> dict[str, LiteralString]:
+    """Return the named statements of one .sql file of `package` (default: this one)."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     queries: dict[str, LiteralString] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):

@@ -315,3 +315,14 @@ CROSS JOIN LATERAL (
 WHERE %(event_id)s::bigint IS NULL OR e.id = %(event_id)s::bigint
 ORDER BY e.starts_at, e.id
 LIMIT %(limit)s;
+
+-- name: sale_outcome
+-- What a sale ended with, counted from the rows rather than the slot counters:
+-- valid tickets issued, and holds that lapsed (count and quantity). The demo
+-- and the benchmark's sell-out compare these with what they asked for.
+SELECT (SELECT count(*) FROM tickets AS t
+        WHERE t.event_id = %(event_id)s AND t.voided_at IS NULL) AS sold,
+       count(*) AS holds_expired,
+       coalesce(sum(a.quantity), 0) AS tickets_expired
+FROM allocations AS a
+WHERE a.event_id = %(event_id)s AND a.status = 'expired';
