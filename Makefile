@@ -31,6 +31,10 @@ test-pg18: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/ticketing bench
 
+## schema: regenerate docs/schema.sql (pg_dump of an empty database after every migration)
+schema: $(STAMP)
+	$(BIN)/python -m ticketing._schema docs/schema.sql
+
 ## lint: ruff (lint + format), mypy --strict, squawk on the migrations
 lint: $(STAMP)
 	$(BIN)/ruff check ticketing tests

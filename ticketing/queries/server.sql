@@ -20,3 +20,10 @@ SELECT pg_reload_conf();
 
 -- name: standby_sync_state
 SELECT sync_state FROM pg_stat_replication WHERE application_name = %s;
+
+-- name: create_empty_database
+-- ticketing._schema: an empty database to migrate and dump ({name}: an identifier).
+CREATE DATABASE {name} TEMPLATE template0;
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {name};
