@@ -1,6 +1,6 @@
 """The layer's typed errors, and the one place where database errors become them.
 
-Guard triggers raise custom SQLSTATEs of class TK (see schema.md); constraints
+Guard triggers raise custom SQLSTATEs of class TK (schema.md, "Custom SQLSTATEs"); constraints
 are told apart by their stable names. Nothing from psycopg escapes the public
 API: unknown database errors become `DatabaseError`, lost connections
 `ConnectionLost`.

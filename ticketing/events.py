@@ -32,7 +32,7 @@ def create_event(
 
     Its capacity is split over `slots` inventory rows (1-64, at most one per
     ticket) that buyers claim independently; None picks one per 64 tickets,
-    at most 16, so small events get one. See schema.md, "Inventory slots".
+    at most 16, so small events get one. See docs/design.md, 1.7 "Choosing K".
     """
     params = {
         "name": validate.text("name", name),

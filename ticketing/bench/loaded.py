@@ -40,7 +40,7 @@ from ticketing.bench.stats import ratio
 
 #: Events the preload spreads its allocations over (the measured one is the first).
 LOADED_EVENTS = 100
-#: Allocations per preload statement (schema.md, section 13.3: row triggers in big
+#: Allocations per preload statement (docs/design.md, 4.3: row triggers in big
 #: statements cost more per row).
 LOAD_BATCH = 200
 #: The preload's live holds last longer than the run.
