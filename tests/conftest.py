@@ -28,6 +28,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from tests.support import APP_LOGIN
 from ticketing import db, embedded
 
 HOST = os.environ.get("TICKETING_TEST_HOST", "127.0.0.1")
@@ -35,9 +36,8 @@ PORT = int(os.environ.get("TICKETING_TEST_PORT", "5432"))
 USER = os.environ.get("TICKETING_TEST_USER", "postgres")
 # Per run, so that concurrent runs against one server do not share a template.
 TEST_DBNAME = f"ticketing_tests_{os.getpid()}"
-# A login role with ticketing_app's privileges and no others (roles belong to
-# the cluster: created once, shared by every test database).
-APP_LOGIN = "ticketing_test_app"
+# APP_LOGIN (tests/support.py) is a login role with ticketing_app's privileges and no
+# others; roles belong to the cluster: created once, shared by every test database.
 # Role statements are cluster-wide: concurrent runs take turns (a transaction-level
 # advisory lock; "tuple concurrently updated" otherwise).
 CREATE_APP_LOGIN = f"""

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.invariants import assert_consistent
+from tests.support import STARTS_AT, assert_consistent
 from ticketing import admin, allocations, db, events
-
-STARTS_AT = datetime(2031, 1, 1, tzinfo=UTC)
 
 
 def _in_thread(dsn: str, sql: str, params: tuple[Any, ...]) -> tuple[threading.Thread, list[Any]]:

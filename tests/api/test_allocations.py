@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.support import LAPSE, MISSING_ID, SHORT, counters, make_event, row_count
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import (
     AllocationNotFound,
@@ -19,35 +20,7 @@ from ticketing.errors import (
     NotFound,
     SoldOut,
 )
-from ticketing.models import Allocation, AllocationStatus, Availability, Event
-
-T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-MISSING_ID = 987_654_321
-SHORT = timedelta(milliseconds=200)
-LAPSE = 0.3  # seconds: long enough for a SHORT hold to lapse
-
-
-def _event(
-    conn: psycopg.Connection[Any], total: int = 10, max_per_buyer: int | None = None
-) -> Event:
-    return events.create_event(
-        conn, name="show", starts_at=T0, total_tickets=total, max_per_buyer=max_per_buyer
-    )
-
-
-def _count(conn: psycopg.Connection[Any], table: str) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _counters(conn: psycopg.Connection[Any], event_id: int) -> tuple[int, int]:
-    """The raw event_counters counters (reserved, purchased)."""
-    row = conn.execute(
-        "SELECT reserved, purchased FROM event_counters WHERE event_id = %s", (event_id,)
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+from ticketing.models import Allocation, AllocationStatus, Availability
 
 
 def _buyer(conn: psycopg.Connection[Any], event_id: int, fingerprint: str) -> int | None:
@@ -67,7 +40,7 @@ def _avail(conn: psycopg.Connection[Any], event_id: int) -> tuple[int, int, int]
 
 
 def test_reserve_creates_a_hold(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = timedelta(minutes=15)
     alloc = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3, hold=hold)
     assert isinstance(alloc, Allocation)
@@ -80,26 +53,26 @@ def test_reserve_creates_a_hold(conn: psycopg.Connection[Any]) -> None:
     assert alloc.expires_at == alloc.created_at + hold
     assert alloc.updated_at == alloc.created_at
     assert _avail(conn, event.id) == (3, 0, 7)
-    assert _counters(conn, event.id) == (3, 0)
+    assert counters(conn, event.id) == (3, 0)
     # An event without max_per_buyer keeps no buyer counters.
     assert _buyer(conn, event.id, "alice") is None
     assert tickets.list_for_allocation(conn, alloc.id) == []
 
 
 def test_reserve_counts_the_buyer_of_an_event_with_a_limit(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10, max_per_buyer=5)
+    event = make_event(conn, total=10, max_per_buyer=5)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     assert _buyer(conn, event.id, "alice") == 3
 
 
 def test_reserve_default_hold_is_ten_minutes(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     alloc = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
     assert alloc.expires_at == alloc.created_at + timedelta(minutes=10)
 
 
 def test_reserve_uses_database_time(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     before = conn.execute("SELECT now()").fetchone()
     alloc = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
     after = conn.execute("SELECT now()").fetchone()
@@ -109,7 +82,7 @@ def test_reserve_uses_database_time(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_reserve_several_buyers_until_sold_out(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=5, max_per_buyer=10)
+    event = make_event(conn, total=5, max_per_buyer=10)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=2)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
@@ -127,7 +100,7 @@ def test_reserve_several_buyers_until_sold_out(conn: psycopg.Connection[Any]) ->
 def test_same_idempotency_key_returns_same_allocation_and_takes_nothing(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=10, max_per_buyer=10)
+    event = make_event(conn, total=10, max_per_buyer=10)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=4, idempotency_key="req-1"
     )
@@ -136,13 +109,13 @@ def test_same_idempotency_key_returns_same_allocation_and_takes_nothing(
         conn, event_id=event.id, fingerprint="alice", quantity=4, idempotency_key="req-1"
     )
     assert again == first
-    assert _count(conn, "allocations") == 1
+    assert row_count(conn, "allocations") == 1
     assert _avail(conn, event.id) == (4, 0, 6)
     assert _buyer(conn, event.id, "alice") == 4
 
 
 def test_idempotent_retry_ignores_a_different_hold(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="req-1"
     )
@@ -160,7 +133,7 @@ def test_idempotent_retry_ignores_a_different_hold(conn: psycopg.Connection[Any]
 def test_idempotent_retry_after_purchase_returns_it_as_it_is_now(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="req-1"
     )
@@ -170,15 +143,15 @@ def test_idempotent_retry_after_purchase_returns_it_as_it_is_now(
     )
     assert again == bought
     assert again.status is AllocationStatus.PURCHASED
-    assert _count(conn, "allocations") == 1
-    assert _count(conn, "tickets") == 2
+    assert row_count(conn, "allocations") == 1
+    assert row_count(conn, "tickets") == 2
     assert _avail(conn, event.id) == (0, 2, 8)
 
 
 def test_idempotent_retry_after_cancel_returns_the_cancelled_allocation(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="req-1"
     )
@@ -194,7 +167,7 @@ def test_idempotent_retry_after_cancel_returns_the_cancelled_allocation(
 def test_idempotent_retry_on_a_sold_out_event_returns_the_original(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=3)
+    event = make_event(conn, total=3)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=3, idempotency_key="req-1"
     )
@@ -209,8 +182,8 @@ def test_idempotent_retry_on_a_sold_out_event_returns_the_original(
 def test_idempotency_key_reused_for_a_different_request_conflicts(
     conn: psycopg.Connection[Any], change: str
 ) -> None:
-    event = _event(conn, total=10)
-    other = _event(conn, total=10)
+    event = make_event(conn, total=10)
+    other = make_event(conn, total=10)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="req-1"
     )
@@ -223,7 +196,7 @@ def test_idempotency_key_reused_for_a_different_request_conflicts(
         request["quantity"] = 3
     with pytest.raises(IdempotencyConflict):
         allocations.reserve(conn, idempotency_key="req-1", **request)
-    assert _count(conn, "allocations") == 1
+    assert row_count(conn, "allocations") == 1
     assert allocations.get_allocation(conn, first.id) == first
     assert _avail(conn, event.id) == (2, 0, 8)
     assert _avail(conn, other.id) == (0, 0, 10)
@@ -233,7 +206,7 @@ def test_idempotency_key_reused_for_a_different_request_conflicts(
 def test_different_idempotency_keys_make_different_allocations(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     a = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="req-1"
     )
@@ -249,7 +222,7 @@ def test_different_idempotency_keys_make_different_allocations(
 
 
 def test_buyer_limit_counts_holds_and_purchases(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=100, max_per_buyer=4)
+    event = make_event(conn, total=100, max_per_buyer=4)
     first = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     allocations.purchase(conn, allocation_id=first.id, fingerprint="alice")
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
@@ -257,22 +230,22 @@ def test_buyer_limit_counts_holds_and_purchases(conn: psycopg.Connection[Any]) -
         allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
     # Another buyer is not affected.
     allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=4)
-    assert _count(conn, "allocations") == 3
+    assert row_count(conn, "allocations") == 3
     assert _buyer(conn, event.id, "alice") == 4
     assert _avail(conn, event.id) == (5, 3, 92)
 
 
 def test_buyer_limit_in_one_request(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=100, max_per_buyer=4)
+    event = make_event(conn, total=100, max_per_buyer=4)
     with pytest.raises(BuyerLimitExceeded):
         allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=5)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=4)
-    assert _count(conn, "allocations") == 1
+    assert row_count(conn, "allocations") == 1
     assert _avail(conn, event.id) == (4, 0, 96)
 
 
 def test_cancel_frees_the_buyer_limit(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=100, max_per_buyer=2)
+    event = make_event(conn, total=100, max_per_buyer=2)
     a = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     allocations.cancel(conn, allocation_id=a.id, fingerprint="alice")
     assert _buyer(conn, event.id, "alice") == 0
@@ -281,18 +254,18 @@ def test_cancel_frees_the_buyer_limit(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_lapsed_hold_frees_the_buyer_limit(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=100, max_per_buyer=2)
+    event = make_event(conn, total=100, max_per_buyer=2)
     old = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2, hold=SHORT)
     time.sleep(LAPSE)
     new = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     assert new.status is AllocationStatus.RESERVED
     assert allocations.get_allocation(conn, old.id).status is AllocationStatus.EXPIRED
     assert _buyer(conn, event.id, "alice") == 2
-    assert _counters(conn, event.id) == (2, 0)
+    assert counters(conn, event.id) == (2, 0)
 
 
 def test_buyer_limit_is_raised_before_sold_out(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=4, max_per_buyer=3)
+    event = make_event(conn, total=4, max_per_buyer=3)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     # 2 more is over both alice's limit (5 > 3) and the capacity (5 > 4).
     with pytest.raises(BuyerLimitExceeded):
@@ -304,17 +277,17 @@ def test_buyer_limit_is_raised_before_sold_out(conn: psycopg.Connection[Any]) ->
     with pytest.raises(SoldOut) as info:
         allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=2)
     assert info.value.available == 1
-    assert _count(conn, "allocations") == 1
+    assert row_count(conn, "allocations") == 1
     assert _buyer(conn, event.id, "bob") is None
 
 
 def test_sold_out_reports_exact_availability(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=7)
     with pytest.raises(SoldOut) as info:
         allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=4)
     assert info.value.available == 3
-    assert _count(conn, "allocations") == 1
+    assert row_count(conn, "allocations") == 1
     assert _avail(conn, event.id) == (7, 0, 3)
     assert _buyer(conn, event.id, "bob") is None
     exact = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=3)
@@ -323,7 +296,7 @@ def test_sold_out_reports_exact_availability(conn: psycopg.Connection[Any]) -> N
 
 
 def test_sold_out_counts_purchases(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=6)
+    event = make_event(conn, total=6)
     a = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=4)
     allocations.purchase(conn, allocation_id=a.id, fingerprint="alice")
     allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=1)
@@ -336,16 +309,16 @@ def test_sold_out_counts_purchases(conn: psycopg.Connection[Any]) -> None:
 def test_quantity_above_total_tickets_is_sold_out(
     conn: psycopg.Connection[Any], quantity: int
 ) -> None:
-    event = _event(conn, total=5)
+    event = make_event(conn, total=5)
     with pytest.raises(SoldOut) as info:
         allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=quantity)
     assert info.value.available == 5
-    assert _count(conn, "allocations") == 0
+    assert row_count(conn, "allocations") == 0
     assert _avail(conn, event.id) == (0, 0, 5)
 
 
 def test_sold_out_available_counts_reclaimed_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     lapsing = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=4, hold=SHORT
     )
@@ -356,11 +329,11 @@ def test_sold_out_available_counts_reclaimed_lapsed_holds(conn: psycopg.Connecti
     assert info.value.available == 5
     # The failed statement's reclaim was rolled back with it.
     assert allocations.get_allocation(conn, lapsing.id).status is AllocationStatus.RESERVED
-    assert _counters(conn, event.id) == (9, 0)
+    assert counters(conn, event.id) == (9, 0)
 
 
 def test_reserve_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=5, max_per_buyer=10)
+    event = make_event(conn, total=5, max_per_buyer=10)
     old = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=5, hold=SHORT)
     time.sleep(LAPSE)
     new = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=5)
@@ -368,7 +341,7 @@ def test_reserve_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
     gone = allocations.get_allocation(conn, old.id)
     assert gone.status is AllocationStatus.EXPIRED
     assert gone.status == "expired"
-    assert _counters(conn, event.id) == (5, 0)
+    assert counters(conn, event.id) == (5, 0)
     assert _buyer(conn, event.id, "alice") == 0
     assert _buyer(conn, event.id, "bob") == 5
     assert _avail(conn, event.id) == (5, 0, 0)
@@ -378,7 +351,7 @@ def test_reserve_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_purchase_issues_numbered_tickets(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10, max_per_buyer=10)
+    event = make_event(conn, total=10, max_per_buyer=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=4)
     bought = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert bought.id == hold.id
@@ -399,7 +372,7 @@ def test_purchase_issues_numbered_tickets(conn: psycopg.Connection[Any]) -> None
 
 
 def test_second_purchase_continues_numbering(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     a = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     b = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=3)
     allocations.purchase(conn, allocation_id=b.id, fingerprint="bob")
@@ -411,30 +384,30 @@ def test_second_purchase_continues_numbering(conn: psycopg.Connection[Any]) -> N
 
 
 def test_purchase_again_returns_it_unchanged(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     bought = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     issued = tickets.list_for_allocation(conn, hold.id)
     again = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert again == bought
     assert tickets.list_for_allocation(conn, hold.id) == issued
-    assert _count(conn, "tickets") == 2
+    assert row_count(conn, "tickets") == 2
     assert _avail(conn, event.id) == (0, 2, 8)
 
 
 def test_purchase_of_a_lapsed_hold_raises_hold_expired(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2, hold=SHORT)
     time.sleep(LAPSE)
     with pytest.raises(HoldExpired):
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert allocations.get_allocation(conn, hold.id) == hold
-    assert _count(conn, "tickets") == 0
+    assert row_count(conn, "tickets") == 0
     assert _avail(conn, event.id) == (0, 0, 10)
 
 
 def test_purchase_of_an_expired_hold_raises_hold_expired(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2, hold=SHORT)
     time.sleep(LAPSE)
     assert allocations.expire_due(conn) == 1
@@ -443,31 +416,31 @@ def test_purchase_of_an_expired_hold_raises_hold_expired(conn: psycopg.Connectio
     with pytest.raises(HoldExpired):
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert allocations.get_allocation(conn, hold.id) == expired
-    assert _count(conn, "tickets") == 0
-    assert _counters(conn, event.id) == (0, 0)
+    assert row_count(conn, "tickets") == 0
+    assert counters(conn, event.id) == (0, 0)
 
 
 def test_purchase_of_a_cancelled_allocation_raises_invalid_transition(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
     with pytest.raises(InvalidTransition):
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert allocations.get_allocation(conn, hold.id) == cancelled
-    assert _count(conn, "tickets") == 0
+    assert row_count(conn, "tickets") == 0
     assert _avail(conn, event.id) == (0, 0, 10)
 
 
 def test_purchase_with_wrong_fingerprint_is_not_found(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     with pytest.raises(AllocationNotFound) as info:
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="mallory")
     assert isinstance(info.value, NotFound)
     assert allocations.get_allocation(conn, hold.id) == hold
-    assert _count(conn, "tickets") == 0
+    assert row_count(conn, "tickets") == 0
 
 
 def test_purchase_of_missing_allocation_is_not_found(conn: psycopg.Connection[Any]) -> None:
@@ -479,7 +452,7 @@ def test_purchase_of_missing_allocation_is_not_found(conn: psycopg.Connection[An
 
 
 def test_cancel_a_live_hold_returns_its_capacity(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10, max_per_buyer=10)
+    event = make_event(conn, total=10, max_per_buyer=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
     assert cancelled.id == hold.id
@@ -487,17 +460,17 @@ def test_cancel_a_live_hold_returns_its_capacity(conn: psycopg.Connection[Any]) 
     assert cancelled.quantity == 3
     assert cancelled.expires_at == hold.expires_at
     assert _avail(conn, event.id) == (0, 0, 10)
-    assert _counters(conn, event.id) == (0, 0)
+    assert counters(conn, event.id) == (0, 0)
     assert _buyer(conn, event.id, "alice") == 0
 
 
 def test_cancel_a_lapsed_hold(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3, hold=SHORT)
     time.sleep(LAPSE)
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
     assert cancelled.status is AllocationStatus.CANCELLED
-    assert _counters(conn, event.id) == (0, 0)
+    assert counters(conn, event.id) == (0, 0)
     assert _avail(conn, event.id) == (0, 0, 10)
     assert allocations.expire_due(conn) == 0
     assert allocations.get_allocation(conn, hold.id) == cancelled
@@ -506,7 +479,7 @@ def test_cancel_a_lapsed_hold(conn: psycopg.Connection[Any]) -> None:
 def test_cancel_a_purchase_voids_tickets_and_returns_capacity(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event = _event(conn, total=5, max_per_buyer=10)
+    event = make_event(conn, total=5, max_per_buyer=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
@@ -516,12 +489,12 @@ def test_cancel_a_purchase_voids_tickets_and_returns_capacity(
     assert all(t.voided_at is not None for t in voided)
     assert all(t.voided_at >= t.created_at for t in voided if t.voided_at is not None)
     assert _avail(conn, event.id) == (0, 0, 5)
-    assert _counters(conn, event.id) == (0, 0)
+    assert counters(conn, event.id) == (0, 0)
     assert _buyer(conn, event.id, "alice") == 0
 
 
 def test_cancelled_purchase_numbers_are_reused(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=5)
+    event = make_event(conn, total=5)
     a = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=3)
     allocations.purchase(conn, allocation_id=a.id, fingerprint="alice")
     b = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=2)
@@ -541,11 +514,11 @@ def test_cancelled_purchase_numbers_are_reused(conn: psycopg.Connection[Any]) ->
     ).fetchone()
     assert valid == ([1, 2, 3, 4, 5],)
     assert _avail(conn, event.id) == (0, 5, 0)
-    assert _count(conn, "tickets") == 8
+    assert row_count(conn, "tickets") == 8
 
 
 def test_cancel_of_cancelled_returns_it_unchanged(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     cancelled = allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
@@ -554,11 +527,11 @@ def test_cancel_of_cancelled_returns_it_unchanged(conn: psycopg.Connection[Any])
     assert again == cancelled
     assert tickets.list_for_allocation(conn, hold.id) == voided
     assert _avail(conn, event.id) == (0, 0, 10)
-    assert _counters(conn, event.id) == (0, 0)
+    assert counters(conn, event.id) == (0, 0)
 
 
 def test_cancel_of_expired_raises_invalid_transition(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2, hold=SHORT)
     time.sleep(LAPSE)
     assert allocations.expire_due(conn) == 1
@@ -566,11 +539,11 @@ def test_cancel_of_expired_raises_invalid_transition(conn: psycopg.Connection[An
     with pytest.raises(InvalidTransition):
         allocations.cancel(conn, allocation_id=hold.id, fingerprint="alice")
     assert allocations.get_allocation(conn, hold.id) == expired
-    assert _counters(conn, event.id) == (0, 0)
+    assert counters(conn, event.id) == (0, 0)
 
 
 def test_cancel_with_wrong_fingerprint_is_not_found(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     bought = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     with pytest.raises(AllocationNotFound):
@@ -589,7 +562,7 @@ def test_cancel_of_missing_allocation_is_not_found(conn: psycopg.Connection[Any]
 
 
 def test_get_allocation(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="k"
     )
@@ -604,8 +577,8 @@ def test_get_allocation_missing_is_not_found(conn: psycopg.Connection[Any]) -> N
 
 
 def test_list_for_buyer_newest_first_with_event_filter(conn: psycopg.Connection[Any]) -> None:
-    one = _event(conn, total=10)
-    two = _event(conn, total=10)
+    one = make_event(conn, total=10)
+    two = make_event(conn, total=10)
     a1 = allocations.reserve(conn, event_id=one.id, fingerprint="alice", quantity=1)
     b1 = allocations.reserve(conn, event_id=one.id, fingerprint="bob", quantity=1)
     a2 = allocations.reserve(conn, event_id=two.id, fingerprint="alice", quantity=2)
@@ -622,7 +595,7 @@ def test_list_for_buyer_newest_first_with_event_filter(conn: psycopg.Connection[
 
 
 def test_list_for_buyer_ties_on_created_at_go_by_id(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     # Both rows in one statement share now(): the newer id comes first.
     conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity)"
@@ -639,8 +612,8 @@ def test_list_for_buyer_ties_on_created_at_go_by_id(conn: psycopg.Connection[Any
 
 
 def test_expire_due_counts_and_respects_limit(conn: psycopg.Connection[Any]) -> None:
-    one = _event(conn, total=10, max_per_buyer=10)
-    two = _event(conn, total=10, max_per_buyer=10)
+    one = make_event(conn, total=10, max_per_buyer=10)
+    two = make_event(conn, total=10, max_per_buyer=10)
     first = allocations.reserve(conn, event_id=one.id, fingerprint="alice", quantity=1, hold=SHORT)
     second = allocations.reserve(conn, event_id=two.id, fingerprint="bob", quantity=2, hold=SHORT)
     third = allocations.reserve(conn, event_id=one.id, fingerprint="carol", quantity=3, hold=SHORT)
@@ -648,16 +621,16 @@ def test_expire_due_counts_and_respects_limit(conn: psycopg.Connection[Any]) -> 
     bought = allocations.reserve(conn, event_id=two.id, fingerprint="erin", quantity=5)
     allocations.purchase(conn, allocation_id=bought.id, fingerprint="erin")
     time.sleep(LAPSE)
-    assert _counters(conn, one.id) == (8, 0)
-    assert _counters(conn, two.id) == (2, 5)
+    assert counters(conn, one.id) == (8, 0)
+    assert counters(conn, two.id) == (2, 5)
 
     assert allocations.expire_due(conn, limit=2) == 2
     # Oldest expiry first.
     assert allocations.get_allocation(conn, first.id).status is AllocationStatus.EXPIRED
     assert allocations.get_allocation(conn, second.id).status is AllocationStatus.EXPIRED
     assert allocations.get_allocation(conn, third.id).status is AllocationStatus.RESERVED
-    assert _counters(conn, one.id) == (7, 0)
-    assert _counters(conn, two.id) == (0, 5)
+    assert counters(conn, one.id) == (7, 0)
+    assert counters(conn, two.id) == (0, 5)
 
     assert allocations.expire_due(conn, limit=2) == 1
     assert allocations.get_allocation(conn, third.id).status is AllocationStatus.EXPIRED
@@ -665,8 +638,8 @@ def test_expire_due_counts_and_respects_limit(conn: psycopg.Connection[Any]) -> 
 
     assert allocations.get_allocation(conn, live.id).status is AllocationStatus.RESERVED
     assert allocations.get_allocation(conn, bought.id).status is AllocationStatus.PURCHASED
-    assert _counters(conn, one.id) == (4, 0)
-    assert _counters(conn, two.id) == (0, 5)
+    assert counters(conn, one.id) == (4, 0)
+    assert counters(conn, two.id) == (0, 5)
     assert events.get_availability(conn, one.id) == Availability(
         event_id=one.id, total_tickets=10, reserved=4, purchased=0, available=6
     )
@@ -682,7 +655,7 @@ def test_expire_due_counts_and_respects_limit(conn: psycopg.Connection[Any]) -> 
 def test_expire_due_on_raw_lapsed_rows(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=20)
+    event = make_event(conn, total=20)
     # Setting created_at takes the superuser: the application may not.
     admin_conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
@@ -690,12 +663,12 @@ def test_expire_due_on_raw_lapsed_rows(
         " FROM generate_series(1, 12) AS g",
         (event.id,),
     )
-    assert _counters(conn, event.id) == (12, 0)
+    assert counters(conn, event.id) == (12, 0)
     assert allocations.expire_due(conn, limit=5) == 5
     assert allocations.expire_due(conn, limit=5) == 5
     assert allocations.expire_due(conn, limit=5) == 2
     assert allocations.expire_due(conn, limit=5) == 0
-    assert _counters(conn, event.id) == (0, 0)
+    assert counters(conn, event.id) == (0, 0)
     statuses = conn.execute("SELECT status, count(*) FROM allocations GROUP BY status").fetchall()
     assert statuses == [("expired", 12)]
 
@@ -719,21 +692,21 @@ def _reserve_purchase_then_fail(tx_conn: psycopg.Connection[Any], event_id: int)
 def test_reserve_joins_the_callers_transaction_and_rolls_back(
     conn: psycopg.Connection[Any], dsn: str
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     with db.connect(dsn, autocommit=False) as tx_conn:
         assert tx_conn.autocommit is False
         with pytest.raises(_Boom):
             _reserve_purchase_then_fail(tx_conn, event.id)
         assert events.get_availability(tx_conn, event.id).available == 10
-    assert _count(conn, "allocations") == 0
-    assert _count(conn, "tickets") == 0
-    assert _count(conn, "buyer_inventory") == 0
-    assert _counters(conn, event.id) == (0, 0)
+    assert row_count(conn, "allocations") == 0
+    assert row_count(conn, "tickets") == 0
+    assert row_count(conn, "buyer_inventory") == 0
+    assert counters(conn, event.id) == (0, 0)
     assert _avail(conn, event.id) == (0, 0, 10)
 
 
 def test_caller_transaction_commits_all_or_nothing(conn: psycopg.Connection[Any], dsn: str) -> None:
-    event = _event(conn, total=5)
+    event = make_event(conn, total=5)
     with db.connect(dsn, autocommit=False) as tx_conn:
         with tx_conn.transaction():
             a = allocations.reserve(tx_conn, event_id=event.id, fingerprint="alice", quantity=3)
@@ -743,18 +716,18 @@ def test_caller_transaction_commits_all_or_nothing(conn: psycopg.Connection[Any]
             assert info.value.available == 2
             b = allocations.reserve(tx_conn, event_id=event.id, fingerprint="bob", quantity=2)
             # Not visible to others before the commit.
-            assert _count(conn, "allocations") == 0
+            assert row_count(conn, "allocations") == 0
         assert allocations.get_allocation(conn, a.id) == a
         assert allocations.get_allocation(conn, b.id) == b
     assert _avail(conn, event.id) == (5, 0, 0)
-    assert _count(conn, "allocations") == 2
+    assert row_count(conn, "allocations") == 2
 
 
 def test_functions_work_on_an_autocommit_connection(
     conn: psycopg.Connection[Any], dsn: str
 ) -> None:
     assert conn.autocommit is True
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     bought = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     with db.connect(dsn) as other:
@@ -766,7 +739,7 @@ def test_functions_work_on_an_autocommit_connection(
 
 def test_functions_on_a_non_autocommit_connection_without_a_transaction(dsn: str) -> None:
     with db.connect(dsn, autocommit=False) as tx_conn:
-        event = _event(tx_conn, total=3)
+        event = make_event(tx_conn, total=3)
         hold = allocations.reserve(tx_conn, event_id=event.id, fingerprint="alice", quantity=1)
         assert tx_conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with db.connect(dsn) as other:

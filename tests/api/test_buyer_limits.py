@@ -9,34 +9,19 @@ itself once it holds one.
 from __future__ import annotations
 
 import threading
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.invariants import assert_consistent
+from tests.support import INSERT_LAPSED, assert_consistent, make_event, wait_until_blocked
 from ticketing import admin, allocations, db, events
 from ticketing.errors import BuyerLimitExceeded
-
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=[1, 4], ids=["1-slot", "4-slots"])
 def slots(request: pytest.FixtureRequest) -> int:
     return int(request.param)
-
-
-def _event(conn: psycopg.Connection[Any], slots: int, max_per_buyer: int | None = None) -> int:
-    return events.create_event(
-        conn,
-        name="limits",
-        starts_at=STARTS_AT,
-        total_tickets=20,
-        max_per_buyer=max_per_buyer,
-        slots=slots,
-    ).id
 
 
 def _counters(conn: psycopg.Connection[Any], event_id: int) -> dict[str, int]:
@@ -56,29 +41,13 @@ def _reserve(conn: psycopg.Connection[Any], event_id: int, who: str, quantity: i
 
 def _lapsed(admin_conn: psycopg.Connection[Any], event_id: int, who: str, quantity: int) -> None:
     """A hold that lapsed a minute ago (backdating is the superuser's)."""
-    admin_conn.execute(
-        "INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)"
-        " VALUES (%s, %s, %s, now() - interval '1 hour', now() - interval '1 minute')",
-        (event_id, who, quantity),
-    )
-
-
-def _wait_until_blocked(admin_conn: psycopg.Connection[Any], pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        row = admin_conn.execute(
-            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
-        ).fetchone()
-        if row is not None and row[0] == "Lock":
-            return
-        assert time.monotonic() < deadline, "the other session never waited for a lock"
-        time.sleep(0.02)
+    admin_conn.execute(INSERT_LAPSED, (event_id, who, quantity))
 
 
 def test_an_event_without_a_limit_keeps_no_buyer_counters(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     held = _reserve(conn, event_id, "ann", 2)
     bought = _reserve(conn, event_id, "bob", 3)
     allocations.purchase(conn, allocation_id=bought, fingerprint="bob")
@@ -95,7 +64,7 @@ def test_an_event_without_a_limit_keeps_no_buyer_counters(
 def test_setting_a_limit_counts_every_live_buyer(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     _reserve(conn, event_id, "ann", 2)
     bought = _reserve(conn, event_id, "ann", 1)
     allocations.purchase(conn, allocation_id=bought, fingerprint="ann")
@@ -118,7 +87,7 @@ def test_setting_a_limit_counts_every_live_buyer(
 def test_setting_a_limit_below_a_live_buyer_is_refused_and_counts_nothing(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     _reserve(conn, event_id, "ann", 5)
     with pytest.raises(psycopg.DatabaseError) as info:
         _set_limit(admin_conn, event_id, 4)
@@ -131,7 +100,7 @@ def test_setting_a_limit_below_a_live_buyer_is_refused_and_counts_nothing(
 def test_a_limit_removed_and_set_again_is_counted_again(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots, max_per_buyer=4)
+    event_id = make_event(conn, total=20, slots=slots, max_per_buyer=4).id
     _reserve(conn, event_id, "ann", 3)
     _set_limit(admin_conn, event_id, None)
     second = _reserve(conn, event_id, "ann", 3)
@@ -154,7 +123,7 @@ def test_a_limit_removed_and_set_again_is_counted_again(
 def test_setting_a_limit_reclaims_lapsed_holds_before_counting(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     _lapsed(admin_conn, event_id, "ann", 4)
     _reserve(conn, event_id, "ann", 2)
     _set_limit(admin_conn, event_id, 3)
@@ -191,7 +160,7 @@ def _while_a_limit_is_set(
             _set_limit(admin_conn, event_id, limit)
             with psycopg.connect(admin_conn.info.dsn, autocommit=True) as watcher:
                 thread.start()
-                _wait_until_blocked(watcher, pid)
+                wait_until_blocked(watcher, pid)
         thread.join(timeout=30)
         assert not thread.is_alive(), "the call hung"
     finally:
@@ -208,7 +177,7 @@ def test_a_reservation_that_waited_for_a_new_limit_counts_itself(
     quantity: int,
     counted: int | None,
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     _reserve(conn, event_id, "ann", 1)
 
     result = _while_a_limit_is_set(
@@ -228,7 +197,7 @@ def test_a_reservation_that_waited_for_a_new_limit_counts_itself(
 def test_a_cancel_that_waited_for_a_new_limit_counts_itself(
     dsn: str, conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     first = _reserve(conn, event_id, "ann", 2)
     _reserve(conn, event_id, "ann", 1)
 
@@ -249,7 +218,7 @@ def test_a_cancel_that_waited_for_a_new_limit_counts_itself(
 def test_a_lapsed_hold_in_an_event_without_a_limit_is_reclaimed_when_sold_out(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any], slots: int
 ) -> None:
-    event_id = _event(conn, slots)
+    event_id = make_event(conn, total=20, slots=slots).id
     _lapsed(admin_conn, event_id, "ann", 20)
     _reserve(conn, event_id, "bob", 20)
     statuses = conn.execute(

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.support import STARTS_AT
 from ticketing import allocations, events, tickets
 from ticketing.errors import NotFound, TicketNotFound
 from ticketing.models import Allocation, Ticket
-
-T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 
 
 def _bought(conn: psycopg.Connection[Any], event_id: int, who: str, quantity: int) -> Allocation:
@@ -21,7 +19,7 @@ def _bought(conn: psycopg.Connection[Any], event_id: int, who: str, quantity: in
 
 
 def test_list_for_allocation_returns_tickets_by_number(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=6)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=6)
     _bought(conn, event.id, "alice", 1)  # 1
     bob = _bought(conn, event.id, "bob", 1)  # 2
     _bought(conn, event.id, "carol", 3)  # 3, 4, 5
@@ -41,7 +39,7 @@ def test_list_for_allocation_returns_tickets_by_number(conn: psycopg.Connection[
 
 
 def test_list_for_allocation_of_a_big_purchase(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="arena", starts_at=T0, total_tickets=500)
+    event = events.create_event(conn, name="arena", starts_at=STARTS_AT, total_tickets=500)
     bought = _bought(conn, event.id, "alice", 250)
     listed = tickets.list_for_allocation(conn, bought.id)
     assert [t.number for t in listed] == list(range(1, 251))
@@ -51,7 +49,7 @@ def test_list_for_allocation_of_a_big_purchase(conn: psycopg.Connection[Any]) ->
 
 
 def test_list_for_allocation_without_tickets_is_empty(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     assert tickets.list_for_allocation(conn, hold.id) == []
     cancelled = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=1)
@@ -61,7 +59,7 @@ def test_list_for_allocation_without_tickets_is_empty(conn: psycopg.Connection[A
 
 
 def test_get_by_code(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     alice = _bought(conn, event.id, "alice", 2)
     bob = _bought(conn, event.id, "bob", 1)
     for allocation in (alice, bob):
@@ -70,7 +68,7 @@ def test_get_by_code(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_get_by_code_finds_voided_tickets(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     alice = _bought(conn, event.id, "alice", 1)
     (issued,) = tickets.list_for_allocation(conn, alice.id)
     allocations.cancel(conn, allocation_id=alice.id, fingerprint="alice")
@@ -85,7 +83,7 @@ def test_get_by_code_finds_voided_tickets(conn: psycopg.Connection[Any]) -> None
 def test_get_by_code_unknown_raises_ticket_not_found(
     conn: psycopg.Connection[Any], code: str
 ) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     _bought(conn, event.id, "alice", 2)
     with pytest.raises(TicketNotFound) as info:
         tickets.get_by_code(conn, code)
@@ -94,7 +92,7 @@ def test_get_by_code_unknown_raises_ticket_not_found(
 
 
 def test_get_by_code_is_exact(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     alice = _bought(conn, event.id, "alice", 1)
     (issued,) = tickets.list_for_allocation(conn, alice.id)
     for near in (issued.code[:-1], issued.code + "A", " " + issued.code):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,7 +13,7 @@ import pytest
 from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from tests.invariants import table_rows
+from tests.support import MISSING_ID, STARTS_AT, table_rows
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import (
     AllocationNotFound,
@@ -26,9 +26,7 @@ from ticketing.errors import (
 )
 from ticketing.models import AllocationStatus
 
-T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 NAIVE = datetime(2030, 6, 1, 20, 0)  # naive on purpose
-MISSING_ID = 987_654_321
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ Call = Callable[[psycopg.Connection[Any], World], object]
 
 
 def _populate(conn: psycopg.Connection[Any]) -> World:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=100)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=100)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=2)
     bought = allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=3)
     allocations.purchase(conn, allocation_id=bought.id, fingerprint="bob")
@@ -80,7 +78,7 @@ def shared(
 
 def _create(**bad: object) -> Call:
     def call(conn: psycopg.Connection[Any], w: World) -> object:
-        kwargs: dict[str, Any] = {"name": "ok", "starts_at": T0, "total_tickets": 10}
+        kwargs: dict[str, Any] = {"name": "ok", "starts_at": STARTS_AT, "total_tickets": 10}
         return events.create_event(conn, **(kwargs | bad))
 
     return call
@@ -277,9 +275,9 @@ def test_out_of_bounds_input_raises_invalid_input_and_writes_nothing(
 
 
 def test_bounds_of_create_event_are_accepted(conn: psycopg.Connection[Any]) -> None:
-    low = events.create_event(conn, name="x", starts_at=T0, total_tickets=1, max_per_buyer=1)
+    low = events.create_event(conn, name="x", starts_at=STARTS_AT, total_tickets=1, max_per_buyer=1)
     high = events.create_event(
-        conn, name="y" * 200, starts_at=T0, total_tickets=2_000_000_000, max_per_buyer=10_000
+        conn, name="y" * 200, starts_at=STARTS_AT, total_tickets=2_000_000_000, max_per_buyer=10_000
     )
     assert (low.name, low.total_tickets, low.max_per_buyer) == ("x", 1, 1)
     assert (high.name, high.total_tickets, high.max_per_buyer) == ("y" * 200, 2_000_000_000, 10_000)
@@ -287,7 +285,7 @@ def test_bounds_of_create_event_are_accepted(conn: psycopg.Connection[Any]) -> N
 
 
 def test_hold_of_exactly_seven_days_is_accepted(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     hold = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=1, hold=timedelta(days=7)
     )
@@ -296,7 +294,7 @@ def test_hold_of_exactly_seven_days_is_accepted(conn: psycopg.Connection[Any]) -
 
 
 def test_hold_of_one_microsecond_is_accepted(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     hold = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=1, hold=timedelta(microseconds=1)
     )
@@ -304,7 +302,7 @@ def test_hold_of_one_microsecond_is_accepted(conn: psycopg.Connection[Any]) -> N
 
 
 def test_largest_quantity_and_longest_texts_are_accepted(conn: psycopg.Connection[Any]) -> None:
-    event = events.create_event(conn, name="arena", starts_at=T0, total_tickets=10_000)
+    event = events.create_event(conn, name="arena", starts_at=STARTS_AT, total_tickets=10_000)
     hold = allocations.reserve(
         conn,
         event_id=event.id,
@@ -321,7 +319,7 @@ def test_largest_quantity_and_longest_texts_are_accepted(conn: psycopg.Connectio
 
 
 def test_largest_limit_is_accepted(conn: psycopg.Connection[Any]) -> None:
-    events.create_event(conn, name="show", starts_at=T0, total_tickets=5)
+    events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=5)
     assert len(events.list_events(conn, limit=10_000)) == 1
     assert allocations.expire_due(conn, limit=10_000) == 0
     assert len(events.list_events(conn, limit=1)) == 1
@@ -360,7 +358,7 @@ UNICODE_NAMES = [
 
 @pytest.mark.parametrize("name", UNICODE_NAMES)
 def test_unicode_names_round_trip(conn: psycopg.Connection[Any], name: str) -> None:
-    event = events.create_event(conn, name=name, starts_at=T0, total_tickets=3)
+    event = events.create_event(conn, name=name, starts_at=STARTS_AT, total_tickets=3)
     assert event.name == name
     assert events.get_event(conn, event.id).name == name
     assert [e.name for e in events.list_events(conn)] == [name]
@@ -370,7 +368,7 @@ def test_unicode_names_round_trip(conn: psycopg.Connection[Any], name: str) -> N
 def test_unicode_fingerprints_and_keys_round_trip(
     conn: psycopg.Connection[Any], fingerprint: str
 ) -> None:
-    event = events.create_event(conn, name="show", starts_at=T0, total_tickets=3)
+    event = events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=3)
     hold = allocations.reserve(
         conn, event_id=event.id, fingerprint=fingerprint, quantity=1, idempotency_key=fingerprint
     )
@@ -390,7 +388,7 @@ def test_unicode_fingerprints_and_keys_round_trip(
 
 def _every_function(w: World) -> list[Callable[[psycopg.Connection[Any]], object]]:
     return [
-        lambda c: events.create_event(c, name="n", starts_at=T0, total_tickets=1),
+        lambda c: events.create_event(c, name="n", starts_at=STARTS_AT, total_tickets=1),
         lambda c: events.get_event(c, w.event_id),
         lambda c: events.list_events(c),
         lambda c: events.get_availability(c, w.event_id),

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support import TICKETING
 from ticketing import admin, bench, db
 from ticketing._tx import LOCK_TIMEOUT
 from ticketing.bench import BenchConfig, BenchError, Workload, regimes
-
-TICKETING = str(Path(sys.executable).with_name("ticketing"))
 
 TINY = BenchConfig(
     workers=2, seconds=1, sellout_buyers=200, sellout_tickets=50, loaded_allocations=500

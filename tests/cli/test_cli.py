@@ -17,9 +17,8 @@ import psycopg
 import pytest
 from pytest_postgresql.executors import NoopExecutor
 
+from tests.support import TICKETING
 from ticketing import admin, db, embedded, events
-
-TICKETING = str(Path(sys.executable).with_name("ticketing"))
 
 
 def run(

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, LiteralString
 
@@ -18,7 +18,14 @@ import pytest
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
-from tests.invariants import assert_consistent
+from tests.support import (
+    JOIN_TIMEOUT,
+    WAIT_TIMEOUT,
+    assert_consistent,
+    make_event,
+    scalar,
+    wait_until_blocked,
+)
 from ticketing import admin, allocations, db, embedded, events
 from ticketing.errors import (
     Busy,
@@ -33,38 +40,11 @@ from ticketing.models import Allocation, AllocationStatus
 
 pytestmark = pytest.mark.race
 
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-#: Generous bounds that only a hung test reaches.
-WAIT_TIMEOUT = 10.0
-JOIN_TIMEOUT = 60.0
 #: The victim of the fault tests: its fingerprint, and the key it reserves with.
 VICTIM = "victim"
 VICTIM_KEY = "victim-key"
 
 Api = Callable[[psycopg.Connection[Any]], Allocation]
-
-
-def make_event(
-    conn: psycopg.Connection[Any],
-    total: int,
-    *,
-    slots: int | None = None,
-    max_per_buyer: int | None = None,
-) -> int:
-    return events.create_event(
-        conn,
-        name="faults",
-        starts_at=STARTS_AT,
-        total_tickets=total,
-        max_per_buyer=max_per_buyer,
-        slots=slots,
-    ).id
-
-
-def scalar(conn: psycopg.Connection[Any], query: LiteralString, *params: Any) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
 
 
 @contextmanager
@@ -90,23 +70,10 @@ def slots_locked(admin_dsn: str, event_id: int) -> Any:
     )
 
 
-def wait_for_lock_wait(observer: psycopg.Connection[Any], pid: int) -> str:
-    """Wait until backend `pid` waits on a heavyweight lock; return what it waits for."""
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while time.monotonic() < deadline:
-        row = observer.execute(
-            "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
-        ).fetchone()
-        if row is not None and row[0] == "Lock":
-            return str(row[1])
-        time.sleep(0.01)
-    raise AssertionError(f"backend {pid} never waited on a lock")
-
-
 def wait_until_gone(observer: psycopg.Connection[Any], query: LiteralString, *params: Any) -> None:
     """Wait until `query` (a count of backends) says 0."""
     deadline = time.monotonic() + WAIT_TIMEOUT
-    while scalar(observer, query, *params) != 0:
+    while scalar(observer, query, params) != 0:
         assert time.monotonic() < deadline, "backends did not go away"
         time.sleep(0.01)
 
@@ -151,11 +118,13 @@ def assert_untouched(
     conn: psycopg.Connection[Any], event_id: int, held: Allocation, before: Any
 ) -> None:
     """The victim's call left nothing behind: no hold of its own, `held` still a bare hold."""
-    assert scalar(conn, "SELECT count(*) FROM allocations WHERE fingerprint = %s", VICTIM) == 0
-    assert scalar(conn, "SELECT count(*) FROM buyer_inventory WHERE fingerprint = %s", VICTIM) == 0
-    assert scalar(conn, "SELECT count(*) FROM allocations WHERE event_id = %s", event_id) == 1
+    assert scalar(conn, "SELECT count(*) FROM allocations WHERE fingerprint = %s", (VICTIM,)) == 0
+    assert (
+        scalar(conn, "SELECT count(*) FROM buyer_inventory WHERE fingerprint = %s", (VICTIM,)) == 0
+    )
+    assert scalar(conn, "SELECT count(*) FROM allocations WHERE event_id = %s", (event_id,)) == 1
     assert allocations.get_allocation(conn, held.id) == held
-    assert scalar(conn, "SELECT count(*) FROM tickets WHERE event_id = %s", event_id) == 0
+    assert scalar(conn, "SELECT count(*) FROM tickets WHERE event_id = %s", (event_id,)) == 0
     assert events.get_availability(conn, event_id) == before
     assert_consistent(conn)
     assert admin.check_invariants(conn) == []
@@ -195,7 +164,7 @@ def test_backend_terminated_while_waiting_on_a_lock(
     admin_conn: psycopg.Connection[Any],
     name: str,
 ) -> None:
-    event_id = make_event(conn, 300, slots=4)
+    event_id = make_event(conn, 300, slots=4).id
     held = allocations.reserve(conn, event_id=event_id, fingerprint="holder", quantity=2)
     before = events.get_availability(conn, event_id)
     victim = db.connect(dsn)
@@ -204,8 +173,8 @@ def test_backend_terminated_while_waiting_on_a_lock(
         with slots_locked(admin_dsn, event_id) as slots:
             assert len(slots) == 4
             call = Background(lambda: victim_calls(event_id, held)[name](victim))
-            wait_for_lock_wait(admin_conn, pid)
-            assert scalar(admin_conn, "SELECT pg_terminate_backend(%s)", pid) is True
+            wait_until_blocked(admin_conn, pid)
+            assert scalar(admin_conn, "SELECT pg_terminate_backend(%s)", (pid,)) is True
             wait_until_gone(admin_conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid)
         call.join()
     finally:
@@ -224,7 +193,7 @@ def test_backend_terminated_while_waiting_on_a_lock(
 def test_lock_held_elsewhere_gives_busy_within_lock_timeout(
     dsn: str, conn: psycopg.Connection[Any], admin_dsn: str, name: str
 ) -> None:
-    event_id = make_event(conn, 300, slots=4)
+    event_id = make_event(conn, 300, slots=4).id
     held = allocations.reserve(conn, event_id=event_id, fingerprint="holder", quantity=2)
     before = events.get_availability(conn, event_id)
     if name == "purchase-row-locked":
@@ -252,7 +221,7 @@ def test_lock_held_elsewhere_gives_busy_within_lock_timeout(
 def test_statement_timeout_is_honoured(
     dsn: str, conn: psycopg.Connection[Any], admin_dsn: str, name: str
 ) -> None:
-    event_id = make_event(conn, 300, slots=4)
+    event_id = make_event(conn, 300, slots=4).id
     held = allocations.reserve(conn, event_id=event_id, fingerprint="holder", quantity=2)
     before = events.get_availability(conn, event_id)
     with db.connect(dsn, options="-c statement_timeout=500") as victim:
@@ -385,7 +354,7 @@ def buyer(
 
 
 def test_sweeper_beside_buyers_never_deadlocks(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, 200, max_per_buyer=4)
+    event_id = make_event(conn, 200, max_per_buyer=4).id
     deadlocks_before = deadlocks(conn)
     barrier = threading.Barrier(BUYERS + 1)
     stop = threading.Event()
@@ -446,7 +415,7 @@ def test_sweeper_beside_buyers_never_deadlocks(dsn: str, conn: psycopg.Connectio
     assert outcomes["SoldOut"] >= 1
 
     # Every reservation the API returned is one row; nothing else was written.
-    assert scalar(conn, "SELECT count(*) FROM allocations WHERE event_id = %s", event_id) == len(
+    assert scalar(conn, "SELECT count(*) FROM allocations WHERE event_id = %s", (event_id,)) == len(
         reserved
     )
     time.sleep(0.06)  # let the last holds lapse, then sweep them
@@ -523,7 +492,7 @@ def test_server_restart_during_flash_sale() -> None:
         url = server.url()
         assert db.migrate(url) == db.migration_ids()
         with db.connect(url) as conn:
-            event_id = make_event(conn, 100_000)
+            event_id = make_event(conn, 100_000).id
         # More connections than buyers: some sit idle in the pool through the crash.
         pool = db.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE, timeout=30)
         pool.wait(timeout=WAIT_TIMEOUT)

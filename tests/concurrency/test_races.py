@@ -6,24 +6,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
 
-from tests.invariants import assert_consistent
+from tests.support import BARRIER_TIMEOUT, JOIN_TIMEOUT, assert_consistent, counters, make_event
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import BuyerLimitExceeded, HoldExpired, InvalidTransition, SoldOut
 from ticketing.models import Allocation, AllocationStatus
 
 pytestmark = pytest.mark.race
-
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-#: Generous bounds that only a hung test reaches.
-BARRIER_TIMEOUT = 30.0
-JOIN_TIMEOUT = 60.0
 
 Call = Callable[[psycopg.Connection[Any]], Any]
 
@@ -74,26 +69,6 @@ def kinds(results: Sequence[Any]) -> Counter[str]:
     return Counter(type(r).__name__ for r in results)
 
 
-def make_event(conn: psycopg.Connection[Any], total: int, max_per_buyer: int | None = None) -> int:
-    return events.create_event(
-        conn,
-        name="race",
-        starts_at=STARTS_AT,
-        total_tickets=total,
-        max_per_buyer=max_per_buyer,
-        slots=min(SLOTS["count"], total),
-    ).id
-
-
-def counters(conn: psycopg.Connection[Any], event_id: int) -> tuple[int, int]:
-    """The event's (reserved, purchased) counters."""
-    row = conn.execute(
-        "SELECT reserved, purchased FROM event_counters WHERE event_id = %s", (event_id,)
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
 def reserver(event_id: int, fingerprint: str, quantity: int = 1, **kwargs: Any) -> Call:
     def call(conn: psycopg.Connection[Any]) -> Allocation:
         return allocations.reserve(
@@ -126,7 +101,7 @@ def valid_numbers(conn: psycopg.Connection[Any], event_id: int) -> list[int]:
 def test_fifty_buyers_race_for_the_last_ten_tickets(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, total=100)
+    event_id = make_event(conn, total=100, slots=SLOTS["count"]).id
     allocations.reserve(conn, event_id=event_id, fingerprint="early-a", quantity=60)
     buyer(event_id, "early-b", 30)(conn)
 
@@ -144,7 +119,7 @@ def test_fifty_buyers_race_for_the_last_ten_tickets(
 
 
 def test_one_buyer_races_itself_against_the_limit(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=100, max_per_buyer=4)
+    event_id = make_event(conn, total=100, max_per_buyer=4, slots=SLOTS["count"]).id
 
     results = race(dsn, [reserver(event_id, "greedy") for _ in range(20)])
 
@@ -161,7 +136,7 @@ def test_one_buyer_races_itself_against_the_limit(dsn: str, conn: psycopg.Connec
 
 def test_purchase_races_cancel(dsn: str, conn: psycopg.Connection[Any]) -> None:
     rounds = 20
-    event_id = make_event(conn, total=100)
+    event_id = make_event(conn, total=100, slots=SLOTS["count"]).id
     holds = [
         allocations.reserve(conn, event_id=event_id, fingerprint=f"fan-{i}", quantity=2)
         for i in range(rounds)
@@ -211,7 +186,7 @@ def test_purchase_races_cancel(dsn: str, conn: psycopg.Connection[Any]) -> None:
 
 def test_purchase_races_expiry(dsn: str, conn: psycopg.Connection[Any]) -> None:
     buyers = 20
-    event_id = make_event(conn, total=100)
+    event_id = make_event(conn, total=100, slots=SLOTS["count"]).id
     holds = [
         allocations.reserve(
             conn,
@@ -285,7 +260,7 @@ def test_purchase_races_expiry(dsn: str, conn: psycopg.Connection[Any]) -> None:
 def test_concurrent_reserves_with_one_idempotency_key(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10, slots=SLOTS["count"]).id
 
     results = race(
         dsn, [reserver(event_id, "retrier", 3, idempotency_key="order-42") for _ in range(10)]
@@ -312,7 +287,7 @@ INSERT_HOLD: LiteralString = (
 def test_raw_writers_race_the_api(
     dsn: str, conn: psycopg.Connection[Any], capacity: int, raw_writers: int, api_callers: int
 ) -> None:
-    event_id = make_event(conn, total=capacity)
+    event_id = make_event(conn, total=capacity, slots=SLOTS["count"]).id
 
     def raw_writer(fingerprint: str) -> Call:
         def call(conn: psycopg.Connection[Any]) -> int:
@@ -346,7 +321,7 @@ def test_raw_writers_race_the_api(
 
 
 def test_fifty_callers_all_get_an_answer(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=60)
+    event_id = make_event(conn, total=60, slots=SLOTS["count"]).id
 
     results = race(dsn, [buyer(event_id, f"caller-{i}", 2) for i in range(50)])
 

@@ -11,19 +11,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from ticketing import admin, allocations, events
+from tests.support import make_event
+from ticketing import admin, allocations
 from ticketing.errors import EventNotFound, InvalidInput
 from ticketing.models import Event
 
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 # Rows per INSERT of the bulk load (schema.md, section 13.3).
 CHUNK = 200
-
-
-def _event(conn: psycopg.Connection[Any], name: str, total: int, limit: int | None) -> Event:
-    return events.create_event(
-        conn, name=name, starts_at=STARTS_AT, total_tickets=total, max_per_buyer=limit
-    )
 
 
 def _sell(conn: psycopg.Connection[Any], event: Event) -> tuple[int, int]:
@@ -88,7 +82,7 @@ def planted(
     made = []
     ids = {}
     for n in range(3):
-        event = _event(conn, f"Event {n}", total=10, limit=6)
+        event = make_event(conn, 10, max_per_buyer=6, name=f"Event {n}")
         alice, bob = _sell(conn, event)
         if n < 2:
             ids[event.id] = (alice, bob, _plant(admin_conn, event, alice, bob))
@@ -129,7 +123,7 @@ def test_one_event_finds_its_own_violations_and_no_others(
 
 
 def test_one_event_of_a_sound_database(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, "Sound", total=10, limit=None)
+    event = make_event(conn, 10, max_per_buyer=None, name="Sound")
     _sell(conn, event)
     assert admin.check_invariants(conn, event_id=event.id) == []
     assert admin.check_invariants(conn) == []
@@ -178,9 +172,9 @@ def _load(conn: psycopg.Connection[Any], event: Event, holds: int) -> None:
 def test_one_event_reads_the_same_buffers_however_big_the_others_grow(
     conn: psycopg.Connection[Any],
 ) -> None:
-    small = _event(conn, "Small", total=10, limit=6)
+    small = make_event(conn, 10, max_per_buyer=6, name="Small")
     _sell(conn, small)
-    big = _event(conn, "Big", total=100_000, limit=None)
+    big = make_event(conn, 100_000, max_per_buyer=None, name="Big")
     _sell(conn, big)
     before = _buffers(conn, small.id)
     whole_before = sum(_buffers(conn, None).values())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -13,19 +11,9 @@ import pytest
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
-from tests.database.test_migrations import MIGRATION_IDS
+from tests.support import MIGRATION_IDS, STARTS_AT, free_port
 from ticketing import allocations, db, events, tickets
 from ticketing.errors import ConnectionLost, Forbidden, InvalidInput, TicketingError
-
-T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-
-
-def _closed_port() -> int:
-    """A local TCP port that nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def _show(conn: psycopg.Connection[Any], setting: str) -> str:
@@ -36,7 +24,7 @@ def _show(conn: psycopg.Connection[Any], setting: str) -> str:
 
 def _sell_one(conn: psycopg.Connection[Any], name: str) -> int:
     """Create an event and buy one ticket of it through the API; return the event id."""
-    event = events.create_event(conn, name=name, starts_at=T0, total_tickets=3)
+    event = events.create_event(conn, name=name, starts_at=STARTS_AT, total_tickets=3)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="alice", quantity=1)
     bought = allocations.purchase(conn, allocation_id=hold.id, fingerprint="alice")
     assert [t.number for t in tickets.list_for_allocation(conn, bought.id)] == [1]
@@ -66,7 +54,7 @@ def test_connect_honours_autocommit_false(dsn: str) -> None:
     try:
         assert conn.autocommit is False
         with conn.transaction():
-            event = events.create_event(conn, name="tx", starts_at=T0, total_tickets=1)
+            event = events.create_event(conn, name="tx", starts_at=STARTS_AT, total_tickets=1)
         assert events.get_event(conn, event.id) == event
     finally:
         conn.close()
@@ -91,7 +79,7 @@ def test_connect_accepts_key_value_and_yoyo_style_dsns(dsn: str) -> None:
 
 
 def test_connect_to_a_closed_port_raises_connection_lost() -> None:
-    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/ticketing"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/ticketing"
     with pytest.raises(ConnectionLost) as info:
         db.connect(url, connect_timeout=3)
     assert not isinstance(info.value, psycopg.Error)
@@ -191,7 +179,9 @@ def test_create_pool_honours_autocommit_false(dsn: str) -> None:
     try:
         with pool.connection() as conn:
             assert conn.autocommit is False
-            event = events.create_event(conn, name="pooled tx", starts_at=T0, total_tickets=1)
+            event = events.create_event(
+                conn, name="pooled tx", starts_at=STARTS_AT, total_tickets=1
+            )
         # The pool committed the connection's transaction when it was returned.
         with db.connect(dsn) as other:
             assert events.get_event(other, event.id) == event
@@ -254,7 +244,7 @@ def test_yoyo_url_forms() -> None:
 
 def test_migrate_to_a_closed_port_raises_connection_lost() -> None:
     with pytest.raises(ConnectionLost):
-        db.migrate(f"postgresql://postgres@127.0.0.1:{_closed_port()}/ticketing")
+        db.migrate(f"postgresql://postgres@127.0.0.1:{free_port()}/ticketing")
 
 
 @pytest.mark.parametrize("bad", ["this is not a dsn", "postgresql://[bad"])

@@ -8,36 +8,14 @@ No reservation takes a lock on the events row.
 from __future__ import annotations
 
 import threading
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.invariants import assert_consistent
+from tests.support import assert_consistent, make_event, wait_until_blocked
 from ticketing import allocations, db, events
 from ticketing.errors import EventNotFound
-
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-
-
-def _event(conn: psycopg.Connection[Any], total: int = 10) -> int:
-    return events.create_event(conn, name="show", starts_at=STARTS_AT, total_tickets=total).id
-
-
-def _waiting(admin_conn: psycopg.Connection[Any], pid: int) -> bool:
-    row = admin_conn.execute(
-        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
-    ).fetchone()
-    return row is not None and row[0] == "Lock"
-
-
-def _wait_until_blocked(admin_conn: psycopg.Connection[Any], pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while not _waiting(admin_conn, pid):
-        assert time.monotonic() < deadline, "the other session never waited for a lock"
-        time.sleep(0.02)
 
 
 def test_a_reservation_for_a_missing_event_is_event_not_found(
@@ -65,7 +43,7 @@ def test_raw_insert_for_a_missing_event_raises_the_foreign_key_error(
 def test_an_event_without_allocations_can_be_deleted(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = _event(conn)
+    event_id = make_event(conn).id
     admin_conn.execute("DELETE FROM events WHERE id = %s", (event_id,))
     for table in ("event_inventory", "inventory_slots", "buyer_inventory", "ticket_number_pool"):
         count = admin_conn.execute(
@@ -81,7 +59,7 @@ def test_an_event_without_allocations_can_be_deleted(
 def test_an_event_with_allocations_cannot_be_deleted(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = _event(conn)
+    event_id = make_event(conn).id
     held = allocations.reserve(conn, event_id=event_id, fingerprint="a", quantity=1)
     allocations.cancel(conn, allocation_id=held.id, fingerprint="a")
     with pytest.raises(psycopg.errors.ForeignKeyViolation) as info:
@@ -94,7 +72,7 @@ def test_an_event_with_allocations_cannot_be_deleted(
 def test_an_event_id_never_changes(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = _event(conn)
+    event_id = make_event(conn).id
     with pytest.raises(psycopg.Error) as info:
         admin_conn.execute("UPDATE events SET id = DEFAULT WHERE id = %s", (event_id,))
     assert info.value.sqlstate == "TK005"
@@ -106,7 +84,7 @@ def test_a_delete_waits_for_a_reservation_in_flight_and_is_refused(
     dsn: str, admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     with db.connect(dsn) as conn:
-        event_id = _event(conn, total=1)
+        event_id = make_event(conn, total=1).id
     outcome: list[BaseException | None] = []
     with db.connect(dsn) as buyer, db.connect(admin_dsn) as deleter:
         buyer_tx = buyer.transaction()
@@ -125,7 +103,7 @@ def test_a_delete_waits_for_a_reservation_in_flight_and_is_refused(
 
         thread = threading.Thread(target=delete)
         thread.start()
-        _wait_until_blocked(admin_conn, deleter.info.backend_pid)
+        wait_until_blocked(admin_conn, deleter.info.backend_pid)
         buyer_tx.__exit__(None, None, None)  # commit the reservation
         thread.join(timeout=10)
     assert len(outcome) == 1
@@ -142,7 +120,7 @@ def test_a_reservation_waiting_on_a_delete_gets_event_not_found(
     dsn: str, admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
     with db.connect(dsn) as conn:
-        event_id = _event(conn, total=1)
+        event_id = make_event(conn, total=1).id
     outcome: list[BaseException | None] = []
     with db.connect(admin_dsn) as deleter, db.connect(dsn) as buyer:
         delete_tx = deleter.transaction()
@@ -158,7 +136,7 @@ def test_a_reservation_waiting_on_a_delete_gets_event_not_found(
 
         thread = threading.Thread(target=reserve)
         thread.start()
-        _wait_until_blocked(admin_conn, buyer.info.backend_pid)
+        wait_until_blocked(admin_conn, buyer.info.backend_pid)
         delete_tx.__exit__(None, None, None)  # commit the delete
         thread.join(timeout=10)
     assert len(outcome) == 1

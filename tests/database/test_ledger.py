@@ -15,49 +15,36 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
 
+from tests.support import (
+    APP_LOGIN,
+    BARRIER_TIMEOUT,
+    INSERT_LAPSED,
+    JOIN_TIMEOUT,
+    LAPSE,
+    MISSING_ID,
+    SHORT,
+    STARTS_AT,
+    make_event,
+    row_count,
+    scalar,
+)
 from ticketing import admin, allocations, db, events
 from ticketing.errors import BuyerLimitExceeded, HoldExpired, InvalidTransition, SoldOut
 from ticketing.models import Allocation, AllocationStatus, Event
 
-T0 = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-#: The login conftest's `dsn` and `conn` use (a member of ticketing_app only).
-APP_LOGIN = "ticketing_test_app"
-MISSING_ID = 987_654_321
-SHORT = timedelta(milliseconds=200)
-LAPSE = 0.3  # seconds: long enough for a SHORT hold to lapse
 LEDGER_TABLES: tuple[LiteralString, ...] = ("allocation_history", "event_history")
 APPEND_ONLY = "TK008"
 OWNER = "ticketing_owner"
-#: Generous bounds that only a hung test reaches.
-BARRIER_TIMEOUT = 30.0
-JOIN_TIMEOUT = 60.0
-
 # (old_status, new_status, old_quantity, new_quantity)
 AllocationEntry = tuple[str | None, str, int | None, int]
 # (created, old_total_tickets, new_total_tickets, old_max_per_buyer, new_max_per_buyer)
 EventEntry = tuple[bool, int | None, int, int | None, int | None]
-
-# Raw lapsed holds: created an hour ago, lapsed a minute ago (only a superuser may set
-# created_at). The insert trigger counts them like any hold.
-INSERT_LAPSED: LiteralString = """
-    INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)
-    VALUES (%s, %s, %s, now() - interval '1 hour', now() - interval '1 minute')
-    RETURNING id
-"""
-
-
-def _event(
-    conn: psycopg.Connection[Any], total: int = 10, max_per_buyer: int | None = None
-) -> Event:
-    return events.create_event(
-        conn, name="show", starts_at=T0, total_tickets=total, max_per_buyer=max_per_buyer
-    )
 
 
 def _reserve(
@@ -70,16 +57,6 @@ def _reserve(
     return allocations.reserve(
         conn, event_id=event_id, fingerprint=fingerprint, quantity=quantity, hold=hold
     )
-
-
-def _scalar(conn: psycopg.Connection[Any], query: LiteralString, params: Any = None) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def _count(conn: psycopg.Connection[Any], table: LiteralString) -> int:
-    return int(_scalar(conn, f"SELECT count(*) FROM {table}"))
 
 
 def _allocation_entries(conn: psycopg.Connection[Any], allocation_id: int) -> list[AllocationEntry]:
@@ -147,7 +124,7 @@ def _alice_bought_bob_holds(conn: psycopg.Connection[Any]) -> tuple[Event, Alloc
 
     Returns the event, alice's allocation and bob's allocation id.
     """
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     alice = _reserve(conn, event.id, "alice", 2)
     alice = allocations.purchase(conn, allocation_id=alice.id, fingerprint="alice")
     bob = _reserve(conn, event.id, "bob", 1)
@@ -159,7 +136,7 @@ def _alice_bought_bob_holds(conn: psycopg.Connection[Any]) -> tuple[Event, Alloc
 
 
 def test_reserve_writes_one_insert_entry(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     alloc = _reserve(conn, event.id, "alice", 3)
     rows = conn.execute(
         "SELECT allocation_id, event_id, fingerprint, old_status, new_status, old_quantity,"
@@ -169,7 +146,7 @@ def test_reserve_writes_one_insert_entry(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_purchase_then_cancel_write_old_and_new(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     alloc = _reserve(conn, event.id, "alice", 2)
     allocations.purchase(conn, allocation_id=alloc.id, fingerprint="alice")
     allocations.cancel(conn, allocation_id=alloc.id, fingerprint="alice")
@@ -180,14 +157,14 @@ def test_purchase_then_cancel_write_old_and_new(conn: psycopg.Connection[Any]) -
     ]
     # Repeating a purchase or a cancel changes no row, so it writes nothing.
     allocations.cancel(conn, allocation_id=alloc.id, fingerprint="alice")
-    assert _count(conn, "allocation_history") == 3
+    assert row_count(conn, "allocation_history") == 3
     assert admin.check_invariants(conn) == []
 
 
 def test_updates_that_change_neither_status_nor_quantity_write_nothing(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     alloc = _reserve(conn, event.id, "alice", 2)
     admin_conn.execute(
         "UPDATE allocations SET expires_at = expires_at + interval '1 minute' WHERE id = %s",
@@ -208,7 +185,7 @@ def test_updates_that_change_neither_status_nor_quantity_write_nothing(
 def test_a_holds_quantity_change_is_one_entry(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     alloc = _reserve(conn, event.id, "alice", 2)
     admin_conn.execute("UPDATE allocations SET quantity = 5 WHERE id = %s", (alloc.id,))
     assert _allocation_entries(conn, alloc.id) == [
@@ -220,7 +197,7 @@ def test_a_holds_quantity_change_is_one_entry(
 
 
 def test_idempotent_retry_writes_no_second_entry(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     first = allocations.reserve(
         conn, event_id=event.id, fingerprint="alice", quantity=2, idempotency_key="req-1"
     )
@@ -229,13 +206,13 @@ def test_idempotent_retry_writes_no_second_entry(conn: psycopg.Connection[Any]) 
     )
     assert again == first
     assert _allocation_entries(conn, first.id) == [(None, "reserved", None, 2)]
-    assert _count(conn, "allocation_history") == 1
+    assert row_count(conn, "allocation_history") == 1
 
 
 def test_one_multi_row_statement_gives_one_entry_per_changed_row(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=20)
+    event = make_event(conn, total=20)
     inserted = conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity)"
         " SELECT %s, 'buyer' || g, g FROM generate_series(1, 3) AS g RETURNING id",
@@ -280,15 +257,15 @@ def test_one_multi_row_statement_gives_one_entry_per_changed_row(
         "SELECT count(DISTINCT transaction_id) FROM allocation_history WHERE old_status IS NOT NULL"
     ).fetchone()
     assert changed == (1,)
-    assert _count(conn, "allocation_history") == 5
+    assert row_count(conn, "allocation_history") == 5
     assert admin.check_invariants(conn) == []
 
 
 def test_expire_due_writes_one_entry_per_expired_hold(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=20)
-    lapsed = [int(_scalar(admin_conn, INSERT_LAPSED, (event.id, f"b{i}", 1))) for i in range(4)]
+    event = make_event(conn, total=20)
+    lapsed = [int(scalar(admin_conn, INSERT_LAPSED, (event.id, f"b{i}", 1))) for i in range(4)]
     live = _reserve(conn, event.id, "live", 1)
     assert allocations.expire_due(conn, limit=1000) == 4
     rows = conn.execute(
@@ -298,7 +275,7 @@ def test_expire_due_writes_one_entry_per_expired_hold(
     assert [row[:4] for row in rows] == [(i, "reserved", "expired", APP_LOGIN) for i in lapsed]
     assert len({row[4] for row in rows}) == 1  # one sweeper statement
     assert _statuses(conn, live.id) == ["reserved"]
-    assert _count(conn, "allocation_history") == 4 * 2 + 1
+    assert row_count(conn, "allocation_history") == 4 * 2 + 1
     assert admin.check_invariants(conn) == []
 
 
@@ -306,8 +283,8 @@ def test_expire_due_writes_one_entry_per_expired_hold(
 
 
 def test_create_event_writes_a_creation_entry(conn: psycopg.Connection[Any]) -> None:
-    event = _event(conn, total=7, max_per_buyer=3)
-    plain = _event(conn, total=5)
+    event = make_event(conn, total=7, max_per_buyer=3)
+    plain = make_event(conn, total=5)
     rows = conn.execute(
         "SELECT event_id, created, old_total_tickets, new_total_tickets, old_max_per_buyer,"
         " new_max_per_buyer, recorded_by FROM event_history ORDER BY id"
@@ -321,7 +298,7 @@ def test_create_event_writes_a_creation_entry(conn: psycopg.Connection[Any]) -> 
 def test_event_updates_write_entries_only_for_capacity_changes(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     statements: list[LiteralString] = [
         "UPDATE events SET name = 'renamed' WHERE id = %s",
         "UPDATE events SET total_tickets = total_tickets WHERE id = %s",
@@ -347,9 +324,9 @@ def test_event_updates_write_entries_only_for_capacity_changes(
 def test_superuser_capacity_raise_and_lowering_are_recorded_as_postgres(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=10)
+    event = make_event(conn, total=10)
     alice = _reserve(conn, event.id, "alice", 3)
-    lapsed = int(_scalar(admin_conn, INSERT_LAPSED, (event.id, "bob", 2)))
+    lapsed = int(scalar(admin_conn, INSERT_LAPSED, (event.id, "bob", 2)))
     admin_conn.execute("UPDATE events SET total_tickets = 20 WHERE id = %s", (event.id,))
     # Lowering reclaims bob's lapsed hold first, in the same transaction.
     admin_conn.execute("UPDATE events SET total_tickets = 4 WHERE id = %s", (event.id,))
@@ -397,12 +374,12 @@ def test_recorded_by_is_the_login_not_the_definer_or_current_role(
         ("events_record_capacity", True, OWNER),
     ]
     # ...yet each entry names the login that made the change.
-    event = _event(conn)
+    event = make_event(conn)
     alloc = _reserve(conn, event.id, "alice", 1)
     # A superuser acting as ticketing_app is still recorded as itself.
     admin_conn.execute("SET ROLE ticketing_app")
-    assert _scalar(admin_conn, "SELECT current_user") == "ticketing_app"
-    other = _event(admin_conn)
+    assert scalar(admin_conn, "SELECT current_user") == "ticketing_app"
+    other = make_event(admin_conn)
     allocations.cancel(admin_conn, allocation_id=alloc.id, fingerprint="alice")
     admin_conn.execute("RESET ROLE")
     assert _recorded_by(conn, "event_history") == [APP_LOGIN, "postgres"]
@@ -413,14 +390,14 @@ def test_recorded_by_is_the_login_not_the_definer_or_current_role(
 def test_entries_carry_the_writing_transaction_and_clock_time(
     conn: psycopg.Connection[Any], dsn: str
 ) -> None:
-    event = _event(conn)
+    event = make_event(conn)
     with db.connect(dsn, autocommit=False) as tx_conn:
         with tx_conn.transaction():
-            before = _scalar(tx_conn, "SELECT clock_timestamp()")
+            before = scalar(tx_conn, "SELECT clock_timestamp()")
             alloc = _reserve(tx_conn, event.id, "alice", 2)
             allocations.purchase(tx_conn, allocation_id=alloc.id, fingerprint="alice")
-            xid = str(_scalar(tx_conn, "SELECT pg_current_xact_id()::text"))
-            after = _scalar(tx_conn, "SELECT clock_timestamp()")
+            xid = str(scalar(tx_conn, "SELECT pg_current_xact_id()::text"))
+            after = scalar(tx_conn, "SELECT clock_timestamp()")
         allocations.cancel(tx_conn, allocation_id=alloc.id, fingerprint="alice")
     transactions = _transaction_ids(conn, "allocation_history", alloc.id)
     assert transactions[:2] == [xid, xid]
@@ -443,9 +420,9 @@ def test_entries_carry_the_writing_transaction_and_clock_time(
 
 def _some_history(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     """One event and one allocation: a row in each ledger table. Returns the row counts."""
-    event = _event(conn)
+    event = make_event(conn)
     _reserve(conn, event.id, "alice", 1)
-    return _count(conn, "allocation_history"), _count(conn, "event_history")
+    return row_count(conn, "allocation_history"), row_count(conn, "event_history")
 
 
 #: A well-formed entry of each ledger table, which the application may still not append.
@@ -495,7 +472,7 @@ def test_application_may_not_write_the_ledger(
     for statement in statements:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(statement)
-    assert (_count(conn, "allocation_history"), _count(conn, "event_history")) == counts
+    assert (row_count(conn, "allocation_history"), row_count(conn, "event_history")) == counts
     assert _recorded_by(conn, table) == [APP_LOGIN]
 
 
@@ -520,7 +497,7 @@ def test_superuser_is_refused_by_the_append_only_guard(
         assert diag.message_primary == f"{table} is append-only: {op} refused for role postgres"
         assert diag.message_hint == "only the table owner may correct the ledger"
         assert "function ledger_guard_append_only()" in (diag.context or "")
-    assert (_count(conn, "allocation_history"), _count(conn, "event_history")) == counts
+    assert (row_count(conn, "allocation_history"), row_count(conn, "event_history")) == counts
     assert _recorded_by(conn, table) == [APP_LOGIN]
 
 
@@ -529,14 +506,14 @@ def test_owner_may_correct_the_ledger(
 ) -> None:
     assert _some_history(conn) == (1, 1)
     with _as_owner(admin_conn) as owner:
-        assert _scalar(owner, "SELECT current_user") == OWNER
+        assert scalar(owner, "SELECT current_user") == OWNER
         for table in LEDGER_TABLES:
             updated = owner.execute(f"UPDATE {table} SET recorded_by = 'corrected'")
             assert updated.rowcount == 1
             assert _recorded_by(conn, table) == ["corrected"]
         assert owner.execute("DELETE FROM allocation_history").rowcount == 1
         owner.execute("TRUNCATE event_history")
-    assert (_count(conn, "allocation_history"), _count(conn, "event_history")) == (0, 0)
+    assert (row_count(conn, "allocation_history"), row_count(conn, "event_history")) == (0, 0)
     # Back to the superuser itself: refused again.
     with pytest.raises(psycopg.Error) as info:
         admin_conn.execute("DELETE FROM event_history")
@@ -552,7 +529,7 @@ class _Boom(Exception):
 
 def _create_reserve_purchase_then_fail(tx_conn: psycopg.Connection[Any]) -> None:
     with tx_conn.transaction():
-        event = _event(tx_conn)
+        event = make_event(tx_conn)
         alloc = _reserve(tx_conn, event.id, "alice", 2)
         allocations.purchase(tx_conn, allocation_id=alloc.id, fingerprint="alice")
         # Inside the transaction the entries are there...
@@ -565,26 +542,26 @@ def test_rolled_back_transaction_leaves_no_entry(conn: psycopg.Connection[Any], 
     with db.connect(dsn, autocommit=False) as tx_conn, pytest.raises(_Boom):
         _create_reserve_purchase_then_fail(tx_conn)
     # ...and they went with it.
-    assert (_count(conn, "allocation_history"), _count(conn, "event_history")) == (0, 0)
+    assert (row_count(conn, "allocation_history"), row_count(conn, "event_history")) == (0, 0)
     assert admin.check_invariants(conn) == []
 
 
 def test_a_failed_call_inside_a_callers_transaction_takes_only_its_own_entries(
     conn: psycopg.Connection[Any], dsn: str
 ) -> None:
-    event = _event(conn, total=5)
+    event = make_event(conn, total=5)
     with db.connect(dsn, autocommit=False) as tx_conn, tx_conn.transaction():
         alice = _reserve(tx_conn, event.id, "alice", 3)
         # Its savepoint rolls back: the reservation's insert and entry go, the rest stays.
         with pytest.raises(SoldOut):
             _reserve(tx_conn, event.id, "bob", 3)
         bob = _reserve(tx_conn, event.id, "bob", 2)
-        xid = str(_scalar(tx_conn, "SELECT pg_current_xact_id()::text"))
+        xid = str(scalar(tx_conn, "SELECT pg_current_xact_id()::text"))
         # Not visible to others before the commit.
-        assert _count(conn, "allocation_history") == 0
+        assert row_count(conn, "allocation_history") == 0
     assert _allocation_entries(conn, alice.id) == [(None, "reserved", None, 3)]
     assert _allocation_entries(conn, bob.id) == [(None, "reserved", None, 2)]
-    assert _count(conn, "allocation_history") == 2
+    assert row_count(conn, "allocation_history") == 2
     # Written in savepoints, recorded with the top-level transaction's id.
     assert _transaction_ids(conn, "allocation_history", alice.id) == [xid]
     assert _transaction_ids(conn, "allocation_history", bob.id) == [xid]
@@ -594,7 +571,7 @@ def test_a_failed_call_inside_a_callers_transaction_takes_only_its_own_entries(
 def test_refused_operations_write_no_entry(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=3, max_per_buyer=2)
+    event = make_event(conn, total=3, max_per_buyer=2)
     alice = _reserve(conn, event.id, "alice", 2)
     with pytest.raises(SoldOut):
         _reserve(conn, event.id, "carol", 2)
@@ -613,7 +590,7 @@ def test_refused_operations_write_no_entry(
                 "INSERT INTO allocations (event_id, fingerprint, quantity) VALUES (%s, 'carol', 2)",
                 (event.id,),
             )
-        calls = _scalar(
+        calls = scalar(
             admin_conn,
             "SELECT pg_stat_get_xact_function_calls('allocations_apply_updates'::regproc)",
         )
@@ -627,8 +604,8 @@ def test_refused_operations_write_no_entry(
         allocations.cancel(conn, allocation_id=lapsing.id, fingerprint="bob")
     assert _statuses(conn, alice.id) == ["reserved"]
     assert _statuses(conn, lapsing.id) == ["reserved", "expired"]
-    assert _count(conn, "allocation_history") == 3
-    assert _count(conn, "allocations") == 2
+    assert row_count(conn, "allocation_history") == 3
+    assert row_count(conn, "allocations") == 2
     assert admin.check_invariants(conn) == []
 
 
@@ -708,8 +685,8 @@ def test_check_finds_an_entry_for_a_missing_allocation(
 def test_check_finds_a_changed_event_total(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=10, max_per_buyer=4)
-    plain = _event(conn, total=5)
+    event = make_event(conn, total=10, max_per_buyer=4)
+    plain = make_event(conn, total=5)
     admin_conn.execute("UPDATE events SET total_tickets = 15 WHERE id = %s", (event.id,))
     created, raised = _event_entry_ids(conn, event.id)
     [plain_created] = _event_entry_ids(conn, plain.id)
@@ -727,8 +704,8 @@ def test_check_finds_a_changed_event_total(
 def test_check_finds_a_deleted_creation_entry(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=10, max_per_buyer=4)
-    plain = _event(conn, total=5)
+    event = make_event(conn, total=10, max_per_buyer=4)
+    plain = make_event(conn, total=5)
     admin_conn.execute("UPDATE events SET total_tickets = 15 WHERE id = %s", (event.id,))
     created, raised = _event_entry_ids(conn, event.id)
     [plain_created] = _event_entry_ids(conn, plain.id)
@@ -783,14 +760,14 @@ def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, 
     assert db.rollback_last(admin_dsn) == ["0008_roles"]
     assert db.rollback_last(admin_dsn) == ["0007_ledger"]
     with db.connect(admin_dsn) as before:
-        event = _event(before, total=10, max_per_buyer=4)
+        event = make_event(before, total=10, max_per_buyer=4)
         before.execute("UPDATE events SET total_tickets = 12 WHERE id = %s", (event.id,))
         held = _reserve(before, event.id, "alice", 2)
         bought = _reserve(before, event.id, "bob", 3)
         allocations.purchase(before, allocation_id=bought.id, fingerprint="bob")
         dropped = _reserve(before, event.id, "carol", 1)
         allocations.cancel(before, allocation_id=dropped.id, fingerprint="carol")
-        lapsed = int(_scalar(before, INSERT_LAPSED, (event.id, "dave", 1)))
+        lapsed = int(scalar(before, INSERT_LAPSED, (event.id, "dave", 1)))
     assert db.migrate(admin_dsn) == [
         "0007_ledger",
         "0008_roles",
@@ -814,7 +791,7 @@ def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, 
         assert _statuses(conn, held.id) == ["reserved", "purchased"]
         assert _statuses(conn, bought.id) == ["purchased", "cancelled"]
         assert _statuses(conn, lapsed) == ["reserved", "expired"]
-        assert _count(conn, "allocation_history") == 4 + 3
+        assert row_count(conn, "allocation_history") == 4 + 3
         assert admin.check_invariants(conn) == []
 
 
@@ -822,8 +799,8 @@ def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, 
 
 
 def test_ledger_replays_a_mixed_workload(conn: psycopg.Connection[Any]) -> None:
-    big = _event(conn, total=6, max_per_buyer=3)
-    small = _event(conn, total=4)
+    big = make_event(conn, total=6, max_per_buyer=3)
+    small = make_event(conn, total=4)
     # Holds that will lapse: swept, refused at purchase, reclaimed by a reservation.
     swept = _reserve(conn, big.id, "carol", 1, hold=SHORT)
     late = _reserve(conn, big.id, "hank", 1, hold=SHORT)
@@ -863,8 +840,8 @@ def test_ledger_replays_a_mixed_workload(conn: psycopg.Connection[Any]) -> None:
     for allocation_id, statuses in expected.items():
         alloc = allocations.get_allocation(conn, allocation_id)
         assert alloc.status is AllocationStatus(statuses[-1])
-    assert _count(conn, "allocations") == len(expected)
-    assert _count(conn, "allocation_history") == sum(len(s) for s in expected.values())
+    assert row_count(conn, "allocations") == len(expected)
+    assert row_count(conn, "allocation_history") == sum(len(s) for s in expected.values())
     # erin's hold expired in frank's reserving transaction.
     assert (
         _transaction_ids(conn, "allocation_history", reclaimed.id)[1]
@@ -882,7 +859,9 @@ def test_concurrent_buyers_write_exactly_their_entries(
     conn: psycopg.Connection[Any], dsn: str
 ) -> None:
     threads_count, attempts, total = 8, 5, 20
-    event = events.create_event(conn, name="rush", starts_at=T0, total_tickets=total, slots=4)
+    event = events.create_event(
+        conn, name="rush", starts_at=STARTS_AT, total_tickets=total, slots=4
+    )
     barrier = threading.Barrier(threads_count)
     bought: list[int] = []
     sold_out: list[str] = []
@@ -919,10 +898,10 @@ def test_concurrent_buyers_write_exactly_their_entries(
     # Sold out exactly; every other attempt was refused.
     assert len(bought) == total
     assert len(sold_out) == threads_count * attempts - total
-    assert _count(conn, "allocation_history") == 2 * total
+    assert row_count(conn, "allocation_history") == 2 * total
     assert {i: _statuses(conn, i) for i in bought} == {i: ["reserved", "purchased"] for i in bought}
     # One transaction per reservation and per purchase, all by the application's login.
-    assert _scalar(conn, "SELECT count(DISTINCT transaction_id) FROM allocation_history") == (
+    assert scalar(conn, "SELECT count(DISTINCT transaction_id) FROM allocation_history") == (
         2 * total
     )
     assert set(_recorded_by(conn, "allocation_history")) == {APP_LOGIN}
@@ -933,7 +912,7 @@ def test_concurrent_buyers_write_exactly_their_entries(
 def test_check_finds_a_quantity_rewritten_on_a_purchase_and_a_forged_birth(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event = _event(conn, total=10, max_per_buyer=None)
+    event = make_event(conn, total=10, max_per_buyer=None)
     hold = allocations.reserve(conn, event_id=event.id, fingerprint="ann", quantity=2)
     allocations.purchase(conn, allocation_id=hold.id, fingerprint="ann")
     allocations.cancel(conn, allocation_id=hold.id, fingerprint="ann")
@@ -969,8 +948,8 @@ def test_check_finds_a_quantity_rewritten_on_a_purchase_and_a_forged_birth(
 def test_an_event_deleted_before_its_first_allocation_is_recorded_and_replays(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    kept = _event(conn, total=10, max_per_buyer=2)
-    gone = _event(conn, total=7, max_per_buyer=3)
+    kept = make_event(conn, total=10, max_per_buyer=2)
+    gone = make_event(conn, total=7, max_per_buyer=3)
     admin_conn.execute("DELETE FROM events WHERE id = %s", (gone.id,))
     rows = conn.execute(
         "SELECT event_id, created, old_total_tickets, new_total_tickets, old_max_per_buyer,"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,26 +21,14 @@ from psycopg import conninfo
 from pytest_postgresql.executors import NoopExecutor
 from yoyo import get_backend, read_migrations
 
+from tests.support import MIGRATION_IDS, REPO, free_port
 from ticketing import admin as operator
 from ticketing import allocations, db, events
 from ticketing.errors import ConnectionLost, DatabaseError, InvalidInput, TicketingError
 
-REPO = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO / "sql"
 YOYO = Path(sys.executable).parent / "yoyo"
 
-MIGRATION_IDS = [
-    "0001_events",
-    "0002_allocations",
-    "0003_tickets",
-    "0004_inventory",
-    "0005_events_starts_at_range",
-    "0006_events_starts_at_validate",
-    "0007_ledger",
-    "0008_roles",
-    "0009_lean_write_path",
-    "0010_counters_for_limits",
-]
 OUR_TABLES = {
     "events",
     "allocations",
@@ -268,12 +255,6 @@ def _yoyo_rollback_all(url: str) -> list[str]:
         return applied
 
     return _yoyo(url, step)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _leading_comments(path: Path) -> list[str]:
@@ -504,7 +485,7 @@ def test_migrate_of_a_bad_connection_string_raises_invalid_input_or_connection_l
 def test_migrate_of_an_unreachable_port_raises_connection_lost(
     form: str, pg_server: NoopExecutor
 ) -> None:
-    port = _free_port()
+    port = free_port()
     dsn = {
         "url": f"postgresql://{pg_server.user}@127.0.0.1:{port}/ticketing",
         "keyvalue": f"host=127.0.0.1 port={port} user={pg_server.user} dbname=ticketing",

@@ -10,16 +10,15 @@ the function's source, so that the copy cannot drift from the definition.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
 
+from tests.support import STARTS_AT
 from ticketing import allocations, events
 from ticketing.queries import load
 
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 HOLDS = 20_000
 BOUGHT = 10_000
 # Rows per INSERT: each row of a statement re-reads slot rows that the statement

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
 from psycopg import errors as pg
 
-from tests.conftest import APP_LOGIN
-from tests.invariants import TABLES, assert_consistent, table_rows
+from tests.support import APP_LOGIN, STARTS_AT, TABLES, assert_consistent, scalar, table_rows
 from ticketing import admin, allocations, db, events, tickets
 from ticketing.errors import Forbidden, SoldOut
 from ticketing.models import Allocation, Event
 
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 OWNER_DEFINED_FUNCTIONS = {
     "events_open_inventory",
     "events_guard_capacity",
@@ -43,12 +41,6 @@ APP_COLUMN_GRANTS = {
     },
     ("allocations", "UPDATE"): {"status"},
 }
-
-
-def _one(conn: psycopg.Connection[Any], query: LiteralString, params: Any = None) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
 
 
 @pytest.fixture
@@ -89,7 +81,7 @@ def test_both_roles_exist_cannot_log_in_and_the_login_holds_only_ticketing_app(
     assert member_of == [("ticketing_app",)]
     # ticketing_app itself is a member of nothing.
     assert (
-        _one(
+        scalar(
             admin_conn,
             "SELECT count(*) FROM pg_auth_members WHERE member = 'ticketing_app'::regrole",
         )
@@ -144,7 +136,7 @@ def test_the_application_role_has_exactly_the_table_privileges_the_api_needs(
         for privilege in table_privileges:
             expected = privilege == "SELECT"
             assert (
-                _one(
+                scalar(
                     admin_conn,
                     "SELECT has_table_privilege(%s, %s, %s)",
                     (APP_LOGIN, table, privilege),
@@ -163,7 +155,7 @@ def test_the_application_role_has_exactly_the_table_privileges_the_api_needs(
             allowed = {
                 column
                 for column in columns
-                if _one(
+                if scalar(
                     admin_conn,
                     "SELECT has_column_privilege(%s, %s, %s, %s)",
                     (APP_LOGIN, table, column, privilege),
@@ -211,14 +203,14 @@ def test_the_application_role_cannot_create_objects_or_change_roles(
         "SELECT pg_has_role(%s, 'ticketing_app', 'USAGE')": True,
     }
     for query, expected in checks.items():
-        assert _one(admin_conn, query, (APP_LOGIN,)) is expected, query
+        assert scalar(admin_conn, query, (APP_LOGIN,)) is expected, query
 
 
 # --- the whole API as the application role ----------------------------------------------------
 
 
 def test_the_whole_api_works_as_the_application_role(conn: psycopg.Connection[Any]) -> None:
-    assert _one(conn, "SELECT current_user") == APP_LOGIN
+    assert scalar(conn, "SELECT current_user") == APP_LOGIN
     event = events.create_event(
         conn, name="show", starts_at=STARTS_AT, total_tickets=130, max_per_buyer=5, slots=3
     )
@@ -327,7 +319,7 @@ def test_raw_sql_beyond_the_applications_privileges_is_refused_and_changes_nothi
         conn.execute(statement.format(event=event.id))
     assert table_rows(admin_conn) == before
     assert admin.check_invariants(admin_conn) == []
-    assert _one(conn, "SELECT current_user") == APP_LOGIN
+    assert scalar(conn, "SELECT current_user") == APP_LOGIN
 
 
 # (statement, SQLSTATE): allowed by privilege, refused by the guards.
@@ -389,7 +381,7 @@ def test_a_purchase_after_expiry_is_refused_even_by_raw_sql(
     with pytest.raises(psycopg.Error) as raised:
         conn.execute("UPDATE allocations SET status = 'purchased' WHERE id = %s", (hold.id,))
     assert raised.value.sqlstate == "TK004"
-    assert _one(admin_conn, "SELECT count(*) FROM tickets") == 0
+    assert scalar(admin_conn, "SELECT count(*) FROM tickets") == 0
 
 
 def test_raw_sql_may_make_allowed_transitions_and_everything_stays_counted(
@@ -424,11 +416,11 @@ def test_temporary_tables_cannot_stand_in_for_the_counters(
     allocations.purchase(conn, allocation_id=hold.id, fingerprint="ann")
     with pytest.raises(SoldOut):
         allocations.reserve(conn, event_id=event.id, fingerprint="bob", quantity=2)
-    assert _one(conn, "SELECT count(*) FROM pg_temp.inventory_slots") == 0
-    assert _one(conn, "SELECT count(*) FROM pg_temp.tickets") == 0
-    assert _one(admin_conn, "SELECT purchased FROM event_counters") == 3
-    assert _one(admin_conn, "SELECT count(*) FROM tickets WHERE voided_at IS NULL") == 3
-    assert _one(admin_conn, "SELECT count(*) FROM allocation_history") == 2
+    assert scalar(conn, "SELECT count(*) FROM pg_temp.inventory_slots") == 0
+    assert scalar(conn, "SELECT count(*) FROM pg_temp.tickets") == 0
+    assert scalar(admin_conn, "SELECT purchased FROM event_counters") == 3
+    assert scalar(admin_conn, "SELECT count(*) FROM tickets WHERE voided_at IS NULL") == 3
+    assert scalar(admin_conn, "SELECT count(*) FROM allocation_history") == 2
     assert admin.check_invariants(admin_conn) == []
 
 
@@ -446,7 +438,7 @@ def test_a_privilege_error_from_the_api_is_forbidden(
             events.create_event(stranger, name="x", starts_at=STARTS_AT, total_tickets=1)
         with pytest.raises(Forbidden):
             allocations.get_allocation(stranger, 1)
-    assert _one(admin_conn, "SELECT count(*) FROM events") == 0
+    assert scalar(admin_conn, "SELECT count(*) FROM events") == 0
 
 
 # --- races as the application role ------------------------------------------------------------
@@ -499,8 +491,8 @@ def test_concurrent_raw_inserts_by_the_application_role_never_oversell(
     assert len(taken) == 50
     assert sorted(set(refused)) == ["TK001"]
     assert len(refused) == 30
-    assert _one(admin_conn, "SELECT reserved FROM event_counters") == 50
-    assert _one(admin_conn, "SELECT count(*) FROM allocation_history") == 50
+    assert scalar(admin_conn, "SELECT reserved FROM event_counters") == 50
+    assert scalar(admin_conn, "SELECT count(*) FROM allocation_history") == 50
     assert_consistent(admin_conn)
     assert admin.check_invariants(admin_conn) == []
 
@@ -519,11 +511,11 @@ def test_the_slot_count_setting_is_bounded_and_applies_to_one_event(
                 (STARTS_AT, bad),
             )
         assert raised.value.sqlstate == "TK006"
-    assert _one(admin_conn, "SELECT count(*) FROM events") == 0
+    assert scalar(admin_conn, "SELECT count(*) FROM events") == 0
     with conn.transaction():
         conn.execute("SELECT set_config('ticketing.slots', '3', true)")
-        first = _one(conn, insert, (STARTS_AT, 640))
-        second = _one(conn, insert, (STARTS_AT, 640))
+        first = scalar(conn, insert, (STARTS_AT, 640))
+        second = scalar(conn, insert, (STARTS_AT, 640))
     counts = admin_conn.execute(
         "SELECT event_id, slot_count FROM event_inventory ORDER BY event_id"
     ).fetchall()

@@ -6,17 +6,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from tests.invariants import assert_consistent
+from tests.support import INSERT_LAPSED, assert_consistent, make_event, wait_until_blocked
 from ticketing import db, events
 
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
 ALLOWED = {
     ("reserved", "purchased"),
     ("reserved", "cancelled"),
@@ -32,12 +30,6 @@ BEGIN: dict[str, LiteralString] = {
 INSERT_HOLD: LiteralString = (
     "INSERT INTO allocations (event_id, fingerprint, quantity) VALUES (%s, %s, %s) RETURNING id"
 )
-# A hold that lapsed a minute ago (created an hour ago, so the CHECKs on expiry hold).
-INSERT_LAPSED: LiteralString = """
-    INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)
-    VALUES (%s, %s, %s, now() - interval '1 hour', now() - interval '1 minute')
-    RETURNING id
-"""
 
 
 def new_database(pg_server: Any) -> DatabaseJanitor:
@@ -78,14 +70,6 @@ def fresh_conn(pg_server: Any) -> Iterator[psycopg.Connection[Any]]:
     """A connection to a database of its own, for a test that may leave it inconsistent."""
     with new_database(pg_server) as janitor, db.connect(url(pg_server, janitor)) as connection:
         yield connection
-
-
-def make_event(
-    conn: psycopg.Connection[Any], total: int = 10, max_per_buyer: int | None = None
-) -> int:
-    return events.create_event(
-        conn, name="raw", starts_at=STARTS_AT, total_tickets=total, max_per_buyer=max_per_buyer
-    ).id
 
 
 def hold(conn: psycopg.Connection[Any], event_id: int, fingerprint: str, quantity: int) -> int:
@@ -199,7 +183,7 @@ def snapshot(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 
 def test_raw_insert_within_capacity_is_counted(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=10)
+    event_id = make_event(conn, total=10, max_per_buyer=10).id
     hold(conn, event_id, "a", 3)
     hold(conn, event_id, "b", 7)
 
@@ -212,7 +196,7 @@ def test_raw_insert_within_capacity_is_counted(conn: psycopg.Connection[Any]) ->
 
 
 def test_raw_insert_beyond_capacity_fails_sold_out(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     hold(conn, event_id, "a", 8)
     before = snapshot(conn)
 
@@ -228,7 +212,7 @@ def test_raw_insert_beyond_capacity_fails_sold_out(conn: psycopg.Connection[Any]
 def test_raw_multi_row_insert_is_checked_row_by_row_and_all_or_nothing(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
 
     err = fails(
         conn,
@@ -246,7 +230,7 @@ def test_raw_multi_row_insert_is_checked_row_by_row_and_all_or_nothing(
 
 
 def test_raw_insert_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=4)
+    event_id = make_event(conn, total=10, max_per_buyer=4).id
     hold(conn, event_id, "a", 3)
     before = snapshot(conn)
 
@@ -268,7 +252,7 @@ def test_raw_insert_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) ->
 def test_raw_insert_over_both_limits_reports_the_buyer_limit(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=5, max_per_buyer=4)
+    event_id = make_event(conn, total=5, max_per_buyer=4).id
     hold(conn, event_id, "a", 4)
 
     assert fails(conn, INSERT_HOLD, (event_id, "b", 5)).sqlstate == "TK002"
@@ -277,7 +261,7 @@ def test_raw_insert_over_both_limits_reports_the_buyer_limit(
 
 @pytest.mark.parametrize("status", ["purchased", "cancelled", "expired"])
 def test_raw_insert_must_start_reserved(conn: psycopg.Connection[Any], status: str) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
 
     err = fails(
         conn,
@@ -295,7 +279,7 @@ def test_raw_insert_must_start_reserved(conn: psycopg.Connection[Any], status: s
 
 
 def test_raw_quantity_update_on_a_hold_is_counted(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=10)
+    event_id = make_event(conn, total=10, max_per_buyer=10).id
     mine = hold(conn, event_id, "a", 3)
     hold(conn, event_id, "b", 5)
 
@@ -317,7 +301,7 @@ def test_raw_quantity_update_on_a_hold_is_counted(conn: psycopg.Connection[Any])
 
 
 def test_raw_quantity_update_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=4)
+    event_id = make_event(conn, total=10, max_per_buyer=4).id
     mine = hold(conn, event_id, "a", 3)
 
     assert fails(conn, "UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,)).sqlstate == (
@@ -337,7 +321,7 @@ def test_raw_quantity_update_beyond_max_per_buyer_fails(conn: psycopg.Connection
 def test_raw_quantity_or_expiry_change_only_for_holds(
     conn: psycopg.Connection[Any], status: str, change: LiteralString
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = allocation_in(conn, event_id, status)
     before = snapshot(conn)
 
@@ -358,8 +342,8 @@ def test_raw_quantity_or_expiry_change_only_for_holds(
     ],
 )
 def test_raw_identity_change_fails(conn: psycopg.Connection[Any], change: LiteralString) -> None:
-    event_id = make_event(conn, total=10)
-    other = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
+    other = make_event(conn, total=10).id
     allocation_id = hold(conn, event_id, "x", 3)
     before = snapshot(conn)
 
@@ -378,7 +362,7 @@ def test_raw_identity_change_fails(conn: psycopg.Connection[Any], change: Litera
 
 @pytest.mark.parametrize(("old", "new"), FORBIDDEN)
 def test_forbidden_transition_fails(conn: psycopg.Connection[Any], old: str, new: str) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     hold(conn, event_id, "other", 2)
     allocation_id = allocation_in(conn, event_id, old)
     before = snapshot(conn)
@@ -392,7 +376,7 @@ def test_forbidden_transition_fails(conn: psycopg.Connection[Any], old: str, new
 
 
 def test_hold_cannot_expire_before_its_expiry(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = hold(conn, event_id, "x", 3)
 
     err = fails(conn, "UPDATE allocations SET status = 'expired' WHERE id = %s", (allocation_id,))
@@ -403,7 +387,7 @@ def test_hold_cannot_expire_before_its_expiry(conn: psycopg.Connection[Any]) -> 
 
 
 def test_lapsed_hold_cannot_be_purchased(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = lapsed_hold(conn, event_id, "x", 3)
 
     err = fails(conn, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (allocation_id,))
@@ -416,7 +400,7 @@ def test_lapsed_hold_cannot_be_purchased(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_lapsed_hold_cannot_be_extended(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     live = hold(conn, event_id, "x", 3)
     lapsed = lapsed_hold(conn, event_id, "y", 3)
 
@@ -458,7 +442,7 @@ def test_allowed_transition_keeps_counters_right(
     valid: list[int],
     voided: list[int],
 ) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=10)
+    event_id = make_event(conn, total=10, max_per_buyer=10).id
     hold(conn, event_id, "other", 2)
     allocation_id = (lapsed_hold if lapsed else hold)(conn, event_id, "x", 3)
     if old == "purchased":
@@ -500,7 +484,7 @@ def test_allowed_transition_keeps_counters_right(
 def test_tampering_with_history_fails(
     conn: psycopg.Connection[Any], statement: LiteralString
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     purchased = allocation_in(conn, event_id, "purchased")
     cancelled = hold(conn, event_id, "y", 2)
     set_status(conn, cancelled, "purchased")
@@ -532,7 +516,7 @@ def test_tampering_with_history_fails(
 def test_raw_purchase_issues_tickets_and_raw_cancel_voids_them(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     a = hold(conn, event_id, "a", 3)
     b = hold(conn, event_id, "b", 2)
 
@@ -567,7 +551,7 @@ def test_raw_purchase_issues_tickets_and_raw_cancel_voids_them(
 
 
 def test_raw_purchase_with_a_bigger_quantity_is_checked(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     hold(conn, event_id, "other", 5)
     mine = hold(conn, event_id, "a", 2)
 
@@ -599,7 +583,7 @@ def event_settings(conn: psycopg.Connection[Any], event_id: int) -> tuple[Any, .
 
 
 def test_lowering_capacity_below_live_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     hold(conn, event_id, "a", 4)
     bought = hold(conn, event_id, "b", 2)
     set_status(conn, bought, "purchased")
@@ -616,7 +600,7 @@ def test_lowering_capacity_below_live_fails(conn: psycopg.Connection[Any]) -> No
 
 
 def test_lowering_capacity_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     hold(conn, event_id, "a", 4)
     lapsed = lapsed_hold(conn, event_id, "b", 4)
 
@@ -631,7 +615,7 @@ def test_lowering_capacity_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) 
 
 
 def test_lowering_capacity_below_live_keeps_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     hold(conn, event_id, "a", 4)
     lapsed = lapsed_hold(conn, event_id, "b", 4)
 
@@ -647,7 +631,7 @@ def test_lowering_capacity_below_live_keeps_lapsed_holds(conn: psycopg.Connectio
 def test_lowering_capacity_below_a_valid_ticket_number_fails(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     a = hold(conn, event_id, "a", 3)
     set_status(conn, a, "purchased")
     b = hold(conn, event_id, "b", 2)
@@ -671,7 +655,7 @@ def test_lowering_capacity_below_a_valid_ticket_number_fails(
 def test_lowering_max_per_buyer_below_a_buyers_live_quantity_fails(
     conn: psycopg.Connection[Any], old_limit: int | None
 ) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=old_limit)
+    event_id = make_event(conn, total=10, max_per_buyer=old_limit).id
     hold(conn, event_id, "a", 2)
     bought = hold(conn, event_id, "a", 2)
     set_status(conn, bought, "purchased")
@@ -688,7 +672,7 @@ def test_lowering_max_per_buyer_below_a_buyers_live_quantity_fails(
 
 
 def test_lowering_max_per_buyer_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=6)
+    event_id = make_event(conn, total=10, max_per_buyer=6).id
     hold(conn, event_id, "a", 2)
     lapsed = lapsed_hold(conn, event_id, "a", 3)
     assert buyer_quantity(conn, event_id, "a") == 5
@@ -710,7 +694,7 @@ INSERT_TICKET: LiteralString = (
 
 
 def test_ticket_for_a_hold_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = hold(conn, event_id, "x", 3)
 
     err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
@@ -721,7 +705,7 @@ def test_ticket_for_a_hold_fails(conn: psycopg.Connection[Any]) -> None:
 
 @pytest.mark.parametrize("status", ["cancelled", "expired"])
 def test_ticket_for_a_dead_allocation_fails(conn: psycopg.Connection[Any], status: str) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = allocation_in(conn, event_id, status)
 
     err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
@@ -732,7 +716,7 @@ def test_ticket_for_a_dead_allocation_fails(conn: psycopg.Connection[Any], statu
 
 @pytest.mark.parametrize("number", [4, 9, 11])
 def test_extra_ticket_for_a_purchase_fails(conn: psycopg.Connection[Any], number: int) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = allocation_in(conn, event_id, "purchased")
     before = snapshot(conn)
 
@@ -744,8 +728,8 @@ def test_extra_ticket_for_a_purchase_fails(conn: psycopg.Connection[Any], number
 
 
 def test_ticket_of_another_events_allocation_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
-    other = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
+    other = make_event(conn, total=10).id
     allocation_id = allocation_in(conn, event_id, "purchased")
 
     err = fails(conn, INSERT_TICKET, (other, allocation_id, 5))
@@ -757,7 +741,7 @@ def test_ticket_of_another_events_allocation_fails(conn: psycopg.Connection[Any]
 def test_duplicate_valid_number_violates_the_exclusion_constraint(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = allocation_in(conn, event_id, "purchased")
     before = snapshot(conn)
 
@@ -772,7 +756,7 @@ def test_duplicate_valid_number_violates_the_exclusion_constraint(
 def test_exclusion_constraint_holds_without_the_guard_triggers(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = hold(conn, event_id, "x", 3)
     before = snapshot(conn)
 
@@ -790,7 +774,7 @@ def test_exclusion_constraint_holds_without_the_guard_triggers(
 
 
 def test_ticket_number_above_capacity_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = hold(conn, event_id, "x", 2)
     before = snapshot(conn)
 
@@ -808,7 +792,7 @@ def test_ticket_number_above_capacity_fails(conn: psycopg.Connection[Any]) -> No
 
 def test_voided_ticket_inserted_by_hand_fails(fresh_conn: psycopg.Connection[Any]) -> None:
     """A ticket is born valid; only cancelling its allocation voids it."""
-    event_id = make_event(fresh_conn, total=10)
+    event_id = make_event(fresh_conn, total=10).id
     allocation_id = allocation_in(fresh_conn, event_id, "purchased")
     before = snapshot(fresh_conn)
 
@@ -834,7 +818,7 @@ def test_voided_ticket_inserted_by_hand_fails(fresh_conn: psycopg.Connection[Any
 def test_cancel_in_a_transaction_older_than_the_purchase(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     allocation_id = hold(conn, event_id, "x", 2)
     with db.connect(dsn) as older:
         older.execute("BEGIN")
@@ -854,7 +838,7 @@ def test_cancel_in_a_transaction_older_than_the_purchase(
 def test_update_in_a_transaction_older_than_the_allocation(
     dsn: str, conn: psycopg.Connection[Any], new_status: str
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     with db.connect(dsn) as older:
         older.execute("BEGIN")
         older.execute("SELECT 1")
@@ -871,7 +855,7 @@ def test_update_in_a_transaction_older_than_the_allocation(
 def test_reclaim_in_a_transaction_older_than_the_lapsed_hold(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, total=5)
+    event_id = make_event(conn, total=5).id
     with db.connect(dsn) as older:
         older.execute("BEGIN")
         older.execute("SELECT 1")
@@ -896,23 +880,11 @@ def test_reclaim_in_a_transaction_older_than_the_lapsed_hold(
 # --- raw writers at REPEATABLE READ and SERIALIZABLE -------------------------------------------
 
 
-def wait_until_blocked(conn: psycopg.Connection[Any], pid: int) -> None:
-    """Return once backend `pid` waits on a lock."""
-    for _ in range(1000):
-        row = conn.execute(
-            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
-        ).fetchone()
-        if row is not None and row[0] == "Lock":
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"backend {pid} never waited on a lock")
-
-
 @pytest.mark.parametrize("level", list(BEGIN))
 def test_second_snapshot_writer_fails_after_first_commits(
     dsn: str, conn: psycopg.Connection[Any], level: str
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     with db.connect(dsn) as a, db.connect(dsn) as b:
         a.execute(BEGIN[level])
         b.execute(BEGIN[level])
@@ -942,7 +914,7 @@ def test_snapshot_writer_waiting_on_another(
     first_ends: LiteralString,
     second_sqlstate: str | None,
 ) -> None:
-    event_id = make_event(conn, total=10)
+    event_id = make_event(conn, total=10).id
     outcome: list[str | None] = []
     with db.connect(dsn) as a, db.connect(dsn) as b:
         a.execute(BEGIN[level])
@@ -993,7 +965,7 @@ def test_purchase_of_a_hold_that_lapsed_after_the_snapshot_fails(
     purchase_sqlstate: str,
     hold_status: str,
 ) -> None:
-    event_id = make_event(conn, total=5)
+    event_id = make_event(conn, total=5).id
     row = conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)"
         " VALUES (%s, 'h', 3, now() + interval '500 milliseconds')"

@@ -6,30 +6,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.invariants import assert_consistent
+from tests.support import BARRIER_TIMEOUT, JOIN_TIMEOUT, LAPSE, SHORT, assert_consistent, make_event
 from ticketing import admin, allocations, db, events, tickets
 from ticketing.errors import InvalidInput, SoldOut
 from ticketing.models import Allocation, AllocationStatus
 
-STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
-SHORT_HOLD = timedelta(milliseconds=200)
-LAPSE = 0.35  # seconds: longer than SHORT_HOLD
-BARRIER_TIMEOUT = 30.0
-JOIN_TIMEOUT = 60.0
-
 Slot = tuple[int, int, int, int, int]  # slot, first_number, capacity, reserved, purchased
-
-
-def make_event(conn: psycopg.Connection[Any], total: int, slots: int | None = None) -> int:
-    return events.create_event(
-        conn, name="slots", starts_at=STARTS_AT, total_tickets=total, slots=slots
-    ).id
 
 
 def slot_rows(conn: psycopg.Connection[Any], event_id: int) -> list[Slot]:
@@ -137,7 +125,7 @@ DEFAULT_SLOTS = {10: 1, 127: 1, 128: 2, 1000: 15, 100_000: 16}
 
 def test_default_slot_count(conn: psycopg.Connection[Any]) -> None:
     for total, expected in DEFAULT_SLOTS.items():
-        event_id = make_event(conn, total)
+        event_id = make_event(conn, total).id
 
         assert_layout(conn, event_id, total, expected)
         row = conn.execute(
@@ -149,7 +137,7 @@ def test_default_slot_count(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_default_layout_of_1000_tickets_is_exact(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, 1000)
+    event_id = make_event(conn, 1000).id
 
     # 1000 = 15 * 66 + 10: the first ten slots get 67.
     rows = slot_rows(conn, event_id)
@@ -160,7 +148,7 @@ def test_default_layout_of_1000_tickets_is_exact(conn: psycopg.Connection[Any]) 
 
 def test_explicit_slot_count(conn: psycopg.Connection[Any]) -> None:
     for total, k in [(1, 1), (50, 1), (1000, 1), (1000, 5), (5, 5), (64, 64), (1001, 64)]:
-        event_id = make_event(conn, total, slots=k)
+        event_id = make_event(conn, total, slots=k).id
 
         assert_layout(conn, event_id, total, k)
         assert events.get_event(conn, event_id).total_tickets == total
@@ -168,7 +156,7 @@ def test_explicit_slot_count(conn: psycopg.Connection[Any]) -> None:
 
 
 def test_explicit_slot_count_of_1000_tickets_over_5(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, 1000, slots=5)
+    event_id = make_event(conn, 1000, slots=5).id
 
     assert slot_rows(conn, event_id) == [
         (0, 1, 200, 0, 0),
@@ -206,7 +194,7 @@ def test_slot_count_out_of_bounds_is_invalid_and_writes_nothing(
 def test_resplit_after_the_first_allocation_is_refused(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     reserve(conn, event_id, "a", 1)
     before = slot_rows(conn, event_id)
 
@@ -226,7 +214,7 @@ def test_resplit_after_the_first_allocation_is_refused(
 def test_five_single_free_seats_in_five_slots_serve_a_request_for_five(
     conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
-    event_id = make_event(conn, 10, slots=5)
+    event_id = make_event(conn, 10, slots=5).id
     assert [r[2] for r in slot_rows(conn, event_id)] == [2] * 5
     for s in range(5):
         with pinned(admin_dsn, event_id, s):
@@ -249,7 +237,7 @@ def test_five_unplaced_singles_then_five_whatever_the_layout(
     conn: psycopg.Connection[Any],
 ) -> None:
     for attempt in range(5):
-        event_id = make_event(conn, 10, slots=5)
+        event_id = make_event(conn, 10, slots=5).id
         for i in range(5):
             reserve(conn, event_id, f"single-{attempt}-{i}", 1)
         assert sum(free_by_slot(conn, event_id)) == 5
@@ -266,7 +254,7 @@ def test_five_unplaced_singles_then_five_whatever_the_layout(
 def test_three_free_seats_spread_over_three_slots_serve_a_request_for_three(
     conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
-    event_id = make_event(conn, 8, slots=4)
+    event_id = make_event(conn, 8, slots=4).id
     holds = [reserve(conn, event_id, f"b{i}", 1) for i in range(8)]
     assert reserved_by_slot(conn, event_id) == [2, 2, 2, 2]
     for s in range(3):  # free one seat in each of slots 0, 1, 2
@@ -290,7 +278,7 @@ def test_three_free_seats_spread_over_three_slots_serve_a_request_for_three(
 
 
 def test_request_larger_than_any_slot_spans_slots_in_order(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
 
     hold = reserve(conn, event_id, "big", 60)
 
@@ -310,7 +298,7 @@ def test_request_larger_than_any_slot_spans_slots_in_order(conn: psycopg.Connect
 def test_quantity_above_the_free_total_is_sold_out_with_the_free_count(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     reserve(conn, event_id, "a", 70)
 
     with pytest.raises(SoldOut) as raised:
@@ -327,7 +315,7 @@ def test_quantity_above_the_free_total_is_sold_out_with_the_free_count(
 def test_purchase_of_a_multi_slot_hold_numbers_tickets_from_the_slots_ranges(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     hold = reserve(conn, event_id, "big", 60)
     before = slot_rows(conn, event_id)
 
@@ -383,7 +371,7 @@ def test_purchase_of_a_multi_slot_hold_numbers_tickets_from_the_slots_ranges(
 def test_purchase_pinned_to_one_slot_takes_numbers_from_its_range(
     conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     with pinned(admin_dsn, event_id, 2):
         hold = reserve(conn, event_id, "b", 5)
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="b")
@@ -401,7 +389,7 @@ def test_purchase_pinned_to_one_slot_takes_numbers_from_its_range(
 def test_cancel_returns_purchased_counts_to_the_slots_that_own_the_numbers(
     conn: psycopg.Connection[Any], admin_dsn: str
 ) -> None:
-    event_id = make_event(conn, 40, slots=4)
+    event_id = make_event(conn, 40, slots=4).id
     bought: list[Allocation] = []
     for s in range(4):
         with pinned(admin_dsn, event_id, s):
@@ -423,8 +411,8 @@ def test_cancel_returns_purchased_counts_to_the_slots_that_own_the_numbers(
 def test_lapsed_holds_in_several_slots_are_reclaimed_for_a_spanning_request(
     conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, 8, slots=4)
-    old = [reserve(conn, event_id, f"old{i}", 2, hold=SHORT_HOLD) for i in range(4)]
+    event_id = make_event(conn, 8, slots=4).id
+    old = [reserve(conn, event_id, f"old{i}", 2, hold=SHORT) for i in range(4)]
     assert reserved_by_slot(conn, event_id) == [2, 2, 2, 2]
     time.sleep(LAPSE)
     assert availability(conn, event_id) == (8, 0, 0, 8)
@@ -439,9 +427,9 @@ def test_lapsed_holds_in_several_slots_are_reclaimed_for_a_spanning_request(
 
 
 def test_lapsed_holds_make_room_next_to_live_ones(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, 12, slots=3)
+    event_id = make_event(conn, 12, slots=3).id
     live = reserve(conn, event_id, "live", 4)
-    lapsed = [reserve(conn, event_id, f"lapsed{i}", 4, hold=SHORT_HOLD) for i in range(2)]
+    lapsed = [reserve(conn, event_id, f"lapsed{i}", 4, hold=SHORT) for i in range(2)]
     assert reserved_by_slot(conn, event_id) == [4, 4, 4]
     time.sleep(LAPSE)
 
@@ -464,7 +452,7 @@ def test_lapsed_holds_make_room_next_to_live_ones(conn: psycopg.Connection[Any])
 def test_raising_total_grows_the_last_slot(
     conn: psycopg.Connection[Any], admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     reserve(conn, event_id, "all", 100)
     with pytest.raises(SoldOut):
         reserve(conn, event_id, "late", 1)
@@ -496,10 +484,10 @@ def test_raising_total_grows_the_last_slot(
 def test_lowering_total_moves_holds_out_of_the_top_slots(
     conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     with pinned(admin_dsn, event_id, 3):
         top = reserve(conn, event_id, "top", 10)
-        lapsed = reserve(conn, event_id, "lapsed", 10, hold=SHORT_HOLD)
+        lapsed = reserve(conn, event_id, "lapsed", 10, hold=SHORT)
     with pinned(admin_dsn, event_id, 2):
         middle = reserve(conn, event_id, "middle", 5)
     assert reserved_by_slot(conn, event_id) == [0, 0, 5, 20]
@@ -539,7 +527,7 @@ def test_lowering_total_moves_holds_out_of_the_top_slots(
 def test_lowering_below_live_fails_and_changes_nothing(
     conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     with pinned(admin_dsn, event_id, 3):
         reserve(conn, event_id, "top", 10)
     hold = reserve(conn, event_id, "other", 20)
@@ -560,7 +548,7 @@ def test_lowering_below_live_fails_and_changes_nothing(
 def test_lowering_below_a_valid_ticket_number_fails_and_changes_nothing(
     conn: psycopg.Connection[Any], admin_dsn: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, 100, slots=4)
+    event_id = make_event(conn, 100, slots=4).id
     with pinned(admin_dsn, event_id, 3):
         hold = reserve(conn, event_id, "top", 2)
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="top")
@@ -584,7 +572,7 @@ def test_lowering_into_a_lower_slot_then_raising_keeps_every_number_issuable(
     """Slot 1 issues (and voids) numbers 11-13; lowering to 5 empties it and moves its range
     start to 6; raising back to 20 gives it 6..20. Its 15 seats must still get 15 numbers
     within 6..20, and every number up to the highest issued there must be valid or pooled."""
-    event_id = make_event(conn, 20, slots=2)
+    event_id = make_event(conn, 20, slots=2).id
     with pinned(admin_dsn, event_id, 1):
         hold = reserve(conn, event_id, "early", 3)
         allocations.purchase(conn, allocation_id=hold.id, fingerprint="early")
@@ -614,7 +602,7 @@ def test_thirty_two_buyers_race_for_forty_tickets_in_sixteen_slots(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
     threads_n = 32
-    event_id = make_event(conn, 40, slots=16)
+    event_id = make_event(conn, 40, slots=16).id
     assert [r[2] for r in slot_rows(conn, event_id)] == [3] * 8 + [2] * 8
     quantities = [1 + i % 3 for i in range(threads_n)]
     first: list[Any] = [None] * threads_n

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.invariants import TABLES, assert_consistent
+from tests.support import STARTS_AT, TABLES, assert_consistent
 from ticketing import admin, allocations, events, tickets
 from ticketing.errors import (
     AllocationNotFound,
@@ -38,7 +38,6 @@ from ticketing.errors import (
 )
 from ticketing.models import Allocation
 
-STARTS_AT = datetime(2031, 3, 1, 19, 30, tzinfo=UTC)
 HOLD = timedelta(hours=1)  # never lapses while a test runs: only raw-inserted holds lapse
 QUANTITY = st.one_of(st.integers(1, 2), st.integers(1, 5))  # mostly within buyer limits
 

@@ -1,10 +1,127 @@
-"""Consistency checks shared by tests: counters, buyer totals and tickets agree with allocations."""
+"""What the tests share besides fixtures (those are in conftest.py): constants, factories, small
+queries, and the consistency checks (counters, buyer totals and tickets agree with allocations)."""
 
 from __future__ import annotations
 
+import socket
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
+
+from ticketing import events
+from ticketing.models import Event
+
+# --- constants ---------------------------------------------------------------------------------
+
+#: The repository's top folder (sql/, ticketing/, pyproject.toml).
+REPO = Path(__file__).resolve().parent.parent
+#: The `ticketing` command of the running interpreter's environment.
+TICKETING = str(Path(sys.executable).with_name("ticketing"))
+#: The login conftest's `dsn` and `conn` use: a member of ticketing_app only.
+APP_LOGIN = "ticketing_test_app"
+#: Every migration, in order.
+MIGRATION_IDS = [
+    "0001_events",
+    "0002_allocations",
+    "0003_tickets",
+    "0004_inventory",
+    "0005_events_starts_at_range",
+    "0006_events_starts_at_validate",
+    "0007_ledger",
+    "0008_roles",
+    "0009_lean_write_path",
+    "0010_counters_for_limits",
+]
+
+#: When the tests' events start: far enough ahead that no event of a test has started.
+STARTS_AT = datetime(2030, 6, 1, 20, 0, tzinfo=UTC)
+#: An id no row has.
+MISSING_ID = 987_654_321
+#: A hold that lapses while a test waits LAPSE seconds.
+SHORT = timedelta(milliseconds=200)
+LAPSE = 0.35  # seconds: long enough for a SHORT hold to lapse
+#: Generous bounds that only a hung test reaches.
+BARRIER_TIMEOUT = 30.0
+JOIN_TIMEOUT = 60.0
+WAIT_TIMEOUT = 10.0
+
+# A raw hold that lapsed a minute ago: created an hour ago, so that the CHECKs on expiry hold
+# (only a superuser may set created_at). The insert trigger counts it like any hold.
+INSERT_LAPSED: LiteralString = """
+    INSERT INTO allocations (event_id, fingerprint, quantity, created_at, expires_at)
+    VALUES (%s, %s, %s, now() - interval '1 hour', now() - interval '1 minute')
+    RETURNING id
+"""
+
+
+# --- factories and small queries ---------------------------------------------------------------
+
+
+def make_event(
+    conn: psycopg.Connection[Any],
+    total: int = 10,
+    *,
+    max_per_buyer: int | None = None,
+    slots: int | None = None,
+    name: str = "show",
+) -> Event:
+    """An event through the API, starting at STARTS_AT."""
+    return events.create_event(
+        conn,
+        name=name,
+        starts_at=STARTS_AT,
+        total_tickets=total,
+        max_per_buyer=max_per_buyer,
+        slots=slots,
+    )
+
+
+def scalar(conn: psycopg.Connection[Any], query: LiteralString, params: Any = None) -> Any:
+    """The first column of the one row `query` returns."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def row_count(conn: psycopg.Connection[Any], table: LiteralString) -> int:
+    return int(scalar(conn, f"SELECT count(*) FROM {table}"))
+
+
+def counters(conn: psycopg.Connection[Any], event_id: int) -> tuple[int, int]:
+    """The event's raw event_counters counters (reserved, purchased)."""
+    row = conn.execute(
+        "SELECT reserved, purchased FROM event_counters WHERE event_id = %s", (event_id,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def wait_until_blocked(observer: psycopg.Connection[Any], pid: int) -> None:
+    """Return once backend `pid` waits on a heavyweight lock (`observer` must see its session:
+    the superuser's or the same role's)."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while True:
+        row = observer.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+        if row is not None and row[0] == "Lock":
+            return
+        assert time.monotonic() < deadline, f"backend {pid} never waited on a lock"
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    """A local TCP port that nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- consistency checks ------------------------------------------------------------------------
 
 # Every table of the layer, parents first.
 TABLES: tuple[LiteralString, ...] = (
