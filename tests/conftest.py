@@ -13,6 +13,12 @@ APP_LOGIN, a login role that holds only ticketing_app (migration 0008).
 `admin_dsn` and `admin_conn` are the superuser that ran the migrations, for
 tests that need what the application may not do (DDL, capacity changes,
 writes to internal tables, terminating backends).
+`shared_admin_dsn` and `shared_admin_conn` are that superuser too, on one
+database shared by all the tests of a module, for modules whose tests each
+work on events of their own (the raw SQL tests).
+
+Helpers that are not fixtures (constants, factories, the consistency checks)
+are in tests/support.py.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -112,9 +119,9 @@ def pg_server(request: pytest.FixtureRequest) -> NoopExecutor:
     return server
 
 
-@pytest.fixture
-def admin_dsn(pg_server: NoopExecutor) -> Iterator[str]:
-    """A fresh database cloned from the migrated template; its superuser URL."""
+@contextmanager
+def _cloned_database(pg_server: NoopExecutor) -> Iterator[str]:
+    """A fresh database cloned from the migrated template, dropped on exit; its superuser URL."""
     dbname = f"t_{uuid.uuid4().hex[:16]}"
     janitor = DatabaseJanitor(
         user=pg_server.user,
@@ -126,6 +133,13 @@ def admin_dsn(pg_server: NoopExecutor) -> Iterator[str]:
     )
     with janitor:
         yield _url(pg_server.host, pg_server.port, pg_server.user, dbname, pg_server.password)
+
+
+@pytest.fixture
+def admin_dsn(pg_server: NoopExecutor) -> Iterator[str]:
+    """A fresh database cloned from the migrated template; its superuser URL."""
+    with _cloned_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -146,4 +160,24 @@ def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
 def admin_conn(admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit superuser connection to the same database."""
     with db.connect(admin_dsn) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="module")
+def shared_admin_dsn(pg_server: NoopExecutor) -> Iterator[str]:
+    """One database cloned from the migrated template for all the tests of a module; its
+    superuser URL.
+
+    For tests that each work on events of their own and compare only their rows: sharing
+    costs them no isolation, and saves a database clone per test, which is most of a test's
+    time. A test that may leave the database inconsistent uses `admin_conn` instead.
+    """
+    with _cloned_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def shared_admin_conn(shared_admin_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit superuser connection to the module's shared database."""
+    with db.connect(shared_admin_dsn) as connection:
         yield connection

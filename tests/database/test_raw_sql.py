@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from tests.support import INSERT_LAPSED, assert_consistent, make_event, wait_until_blocked
 from ticketing import db, events
@@ -30,46 +27,6 @@ BEGIN: dict[str, LiteralString] = {
 INSERT_HOLD: LiteralString = (
     "INSERT INTO allocations (event_id, fingerprint, quantity) VALUES (%s, %s, %s) RETURNING id"
 )
-
-
-def new_database(pg_server: Any) -> DatabaseJanitor:
-    """A clone of the migrated template, as conftest's `dsn` makes one (enter it to create it)."""
-    return DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        dbname=f"t_{uuid.uuid4().hex[:16]}",
-        template_dbname=pg_server.template_dbname,
-        password=pg_server.password,
-    )
-
-
-def url(pg_server: Any, janitor: DatabaseJanitor) -> str:
-    auth = f"{pg_server.user}:{pg_server.password}" if pg_server.password else pg_server.user
-    return f"postgresql://{auth}@{pg_server.host}:{pg_server.port}/{janitor.dbname}"
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_server: Any) -> Iterator[str]:
-    with new_database(pg_server) as janitor:
-        yield url(pg_server, janitor)
-
-
-@pytest.fixture
-def dsn(module_dsn: str) -> str:
-    """This module's tests share one database, and conftest's `conn` connects to it.
-
-    Each test works on events of its own and compares only their rows, so sharing costs no
-    isolation; it saves a database clone per test, which is most of a test's time.
-    """
-    return module_dsn
-
-
-@pytest.fixture
-def fresh_conn(pg_server: Any) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to a database of its own, for a test that may leave it inconsistent."""
-    with new_database(pg_server) as janitor, db.connect(url(pg_server, janitor)) as connection:
-        yield connection
 
 
 def hold(conn: psycopg.Connection[Any], event_id: int, fingerprint: str, quantity: int) -> int:
@@ -182,40 +139,42 @@ def snapshot(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 # --- raw inserts -------------------------------------------------------------------------------
 
 
-def test_raw_insert_within_capacity_is_counted(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=10).id
-    hold(conn, event_id, "a", 3)
-    hold(conn, event_id, "b", 7)
+def test_raw_insert_within_capacity_is_counted(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=10).id
+    hold(shared_admin_conn, event_id, "a", 3)
+    hold(shared_admin_conn, event_id, "b", 7)
 
-    assert inventory(conn, event_id) == (10, 10, 10, 0)
-    assert buyer_quantity(conn, event_id, "a") == 3
-    assert buyer_quantity(conn, event_id, "b") == 7
-    availability = events.get_availability(conn, event_id)
+    assert inventory(shared_admin_conn, event_id) == (10, 10, 10, 0)
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 3
+    assert buyer_quantity(shared_admin_conn, event_id, "b") == 7
+    availability = events.get_availability(shared_admin_conn, event_id)
     assert (availability.reserved, availability.purchased, availability.available) == (10, 0, 0)
-    assert_consistent(conn)
+    assert_consistent(shared_admin_conn)
 
 
-def test_raw_insert_beyond_capacity_fails_sold_out(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    hold(conn, event_id, "a", 8)
-    before = snapshot(conn)
+def test_raw_insert_beyond_capacity_fails_sold_out(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    hold(shared_admin_conn, event_id, "a", 8)
+    before = snapshot(shared_admin_conn)
 
-    err = fails(conn, INSERT_HOLD, (event_id, "b", 3))
+    err = fails(shared_admin_conn, INSERT_HOLD, (event_id, "b", 3))
 
     assert err.sqlstate == "TK001"
     assert err.diag.message_detail == "available=2"
-    assert snapshot(conn) == before
-    assert events.get_availability(conn, event_id).available == 2
-    assert_consistent(conn)
+    assert snapshot(shared_admin_conn) == before
+    assert events.get_availability(shared_admin_conn, event_id).available == 2
+    assert_consistent(shared_admin_conn)
 
 
 def test_raw_multi_row_insert_is_checked_row_by_row_and_all_or_nothing(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10).id
+    event_id = make_event(shared_admin_conn, total=10).id
 
     err = fails(
-        conn,
+        shared_admin_conn,
         "INSERT INTO allocations (event_id, fingerprint, quantity)"
         " VALUES (%s, 'a', 5), (%s, 'b', 6)",
         (event_id, event_id),
@@ -224,93 +183,99 @@ def test_raw_multi_row_insert_is_checked_row_by_row_and_all_or_nothing(
     # The first row took 5 of the 10; the second found 5 left, and the statement took nothing.
     assert err.sqlstate == "TK001"
     assert err.diag.message_detail == "available=5"
-    assert rows(conn, "allocations", event_id) == 0
-    assert inventory(conn, event_id) == (10, None, 0, 0)
-    assert_consistent(conn)
+    assert rows(shared_admin_conn, "allocations", event_id) == 0
+    assert inventory(shared_admin_conn, event_id) == (10, None, 0, 0)
+    assert_consistent(shared_admin_conn)
 
 
-def test_raw_insert_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=4).id
-    hold(conn, event_id, "a", 3)
-    before = snapshot(conn)
+def test_raw_insert_beyond_max_per_buyer_fails(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=4).id
+    hold(shared_admin_conn, event_id, "a", 3)
+    before = snapshot(shared_admin_conn)
 
-    assert fails(conn, INSERT_HOLD, (event_id, "a", 2)).sqlstate == "TK002"
+    assert fails(shared_admin_conn, INSERT_HOLD, (event_id, "a", 2)).sqlstate == "TK002"
     # Two rows of one buyer in one statement add up.
     err = fails(
-        conn,
+        shared_admin_conn,
         "INSERT INTO allocations (event_id, fingerprint, quantity)"
         " VALUES (%s, 'b', 2), (%s, 'b', 3)",
         (event_id, event_id),
     )
     assert err.sqlstate == "TK002"
-    assert snapshot(conn) == before
-    hold(conn, event_id, "a", 1)
-    assert buyer_quantity(conn, event_id, "a") == 4
-    assert_consistent(conn)
+    assert snapshot(shared_admin_conn) == before
+    hold(shared_admin_conn, event_id, "a", 1)
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 4
+    assert_consistent(shared_admin_conn)
 
 
 def test_raw_insert_over_both_limits_reports_the_buyer_limit(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=5, max_per_buyer=4).id
-    hold(conn, event_id, "a", 4)
+    event_id = make_event(shared_admin_conn, total=5, max_per_buyer=4).id
+    hold(shared_admin_conn, event_id, "a", 4)
 
-    assert fails(conn, INSERT_HOLD, (event_id, "b", 5)).sqlstate == "TK002"
-    assert inventory(conn, event_id) == (5, 4, 4, 0)
+    assert fails(shared_admin_conn, INSERT_HOLD, (event_id, "b", 5)).sqlstate == "TK002"
+    assert inventory(shared_admin_conn, event_id) == (5, 4, 4, 0)
 
 
 @pytest.mark.parametrize("status", ["purchased", "cancelled", "expired"])
-def test_raw_insert_must_start_reserved(conn: psycopg.Connection[Any], status: str) -> None:
-    event_id = make_event(conn, total=10).id
+def test_raw_insert_must_start_reserved(
+    shared_admin_conn: psycopg.Connection[Any], status: str
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
 
     err = fails(
-        conn,
+        shared_admin_conn,
         "INSERT INTO allocations (event_id, fingerprint, quantity, status) VALUES (%s, 'a', 2, %s)",
         (event_id, status),
     )
 
     assert err.sqlstate == "TK003"
-    assert rows(conn, "allocations", event_id) == 0
-    assert rows(conn, "tickets", event_id) == 0
-    assert inventory(conn, event_id) == (10, None, 0, 0)
+    assert rows(shared_admin_conn, "allocations", event_id) == 0
+    assert rows(shared_admin_conn, "tickets", event_id) == 0
+    assert inventory(shared_admin_conn, event_id) == (10, None, 0, 0)
 
 
 # --- raw quantity and identity updates ---------------------------------------------------------
 
 
-def test_raw_quantity_update_on_a_hold_is_counted(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=10).id
-    mine = hold(conn, event_id, "a", 3)
-    hold(conn, event_id, "b", 5)
+def test_raw_quantity_update_on_a_hold_is_counted(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=10).id
+    mine = hold(shared_admin_conn, event_id, "a", 3)
+    hold(shared_admin_conn, event_id, "b", 5)
 
-    conn.execute("UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,))
-    assert inventory(conn, event_id) == (10, 10, 10, 0)
-    assert buyer_quantity(conn, event_id, "a") == 5
-    assert events.get_availability(conn, event_id).available == 0
+    shared_admin_conn.execute("UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,))
+    assert inventory(shared_admin_conn, event_id) == (10, 10, 10, 0)
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 5
+    assert events.get_availability(shared_admin_conn, event_id).available == 0
 
-    err = fails(conn, "UPDATE allocations SET quantity = 6 WHERE id = %s", (mine,))
+    err = fails(shared_admin_conn, "UPDATE allocations SET quantity = 6 WHERE id = %s", (mine,))
     assert err.sqlstate == "TK001"
     assert err.diag.message_detail == "available=0"
-    assert inventory(conn, event_id) == (10, 10, 10, 0)
+    assert inventory(shared_admin_conn, event_id) == (10, 10, 10, 0)
 
-    conn.execute("UPDATE allocations SET quantity = 1 WHERE id = %s", (mine,))
-    assert inventory(conn, event_id) == (10, 10, 6, 0)
-    assert buyer_quantity(conn, event_id, "a") == 1
-    assert events.get_availability(conn, event_id).available == 4
-    assert_consistent(conn)
+    shared_admin_conn.execute("UPDATE allocations SET quantity = 1 WHERE id = %s", (mine,))
+    assert inventory(shared_admin_conn, event_id) == (10, 10, 6, 0)
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 1
+    assert events.get_availability(shared_admin_conn, event_id).available == 4
+    assert_consistent(shared_admin_conn)
 
 
-def test_raw_quantity_update_beyond_max_per_buyer_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=4).id
-    mine = hold(conn, event_id, "a", 3)
+def test_raw_quantity_update_beyond_max_per_buyer_fails(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=4).id
+    mine = hold(shared_admin_conn, event_id, "a", 3)
 
-    assert fails(conn, "UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,)).sqlstate == (
-        "TK002"
-    )
-    assert buyer_quantity(conn, event_id, "a") == 3
-    conn.execute("UPDATE allocations SET quantity = 4 WHERE id = %s", (mine,))
-    assert buyer_quantity(conn, event_id, "a") == 4
-    assert_consistent(conn)
+    assert fails(
+        shared_admin_conn, "UPDATE allocations SET quantity = 5 WHERE id = %s", (mine,)
+    ).sqlstate == ("TK002")
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 3
+    shared_admin_conn.execute("UPDATE allocations SET quantity = 4 WHERE id = %s", (mine,))
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 4
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.parametrize("status", ["purchased", "cancelled", "expired"])
@@ -319,17 +284,19 @@ def test_raw_quantity_update_beyond_max_per_buyer_fails(conn: psycopg.Connection
     ["quantity = 1", "quantity = 4", "expires_at = expires_at + interval '1 minute'"],
 )
 def test_raw_quantity_or_expiry_change_only_for_holds(
-    conn: psycopg.Connection[Any], status: str, change: LiteralString
+    shared_admin_conn: psycopg.Connection[Any], status: str, change: LiteralString
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = allocation_in(conn, event_id, status)
-    before = snapshot(conn)
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = allocation_in(shared_admin_conn, event_id, status)
+    before = snapshot(shared_admin_conn)
 
-    err = fails(conn, "UPDATE allocations SET " + change + " WHERE id = %s", (allocation_id,))
+    err = fails(
+        shared_admin_conn, "UPDATE allocations SET " + change + " WHERE id = %s", (allocation_id,)
+    )
 
     assert err.sqlstate == "TK005"
-    assert snapshot(conn) == before
-    assert_consistent(conn)
+    assert snapshot(shared_admin_conn) == before
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.parametrize(
@@ -341,85 +308,101 @@ def test_raw_quantity_or_expiry_change_only_for_holds(
         "event_id = %(other)s",
     ],
 )
-def test_raw_identity_change_fails(conn: psycopg.Connection[Any], change: LiteralString) -> None:
-    event_id = make_event(conn, total=10).id
-    other = make_event(conn, total=10).id
-    allocation_id = hold(conn, event_id, "x", 3)
-    before = snapshot(conn)
+def test_raw_identity_change_fails(
+    shared_admin_conn: psycopg.Connection[Any], change: LiteralString
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    other = make_event(shared_admin_conn, total=10).id
+    allocation_id = hold(shared_admin_conn, event_id, "x", 3)
+    before = snapshot(shared_admin_conn)
 
     err = fails(
-        conn,
+        shared_admin_conn,
         "UPDATE allocations SET " + change + " WHERE id = %(id)s",
         {"id": allocation_id, "other": other},
     )
 
     assert err.sqlstate == "TK005"
-    assert snapshot(conn) == before
+    assert snapshot(shared_admin_conn) == before
 
 
 # --- the status state machine ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("old", "new"), FORBIDDEN)
-def test_forbidden_transition_fails(conn: psycopg.Connection[Any], old: str, new: str) -> None:
-    event_id = make_event(conn, total=10).id
-    hold(conn, event_id, "other", 2)
-    allocation_id = allocation_in(conn, event_id, old)
-    before = snapshot(conn)
+def test_forbidden_transition_fails(
+    shared_admin_conn: psycopg.Connection[Any], old: str, new: str
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    hold(shared_admin_conn, event_id, "other", 2)
+    allocation_id = allocation_in(shared_admin_conn, event_id, old)
+    before = snapshot(shared_admin_conn)
 
-    err = fails(conn, "UPDATE allocations SET status = %s WHERE id = %s", (new, allocation_id))
-
-    assert err.sqlstate == "TK003"
-    assert status_of(conn, allocation_id) == old
-    assert snapshot(conn) == before
-    assert_consistent(conn)
-
-
-def test_hold_cannot_expire_before_its_expiry(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = hold(conn, event_id, "x", 3)
-
-    err = fails(conn, "UPDATE allocations SET status = 'expired' WHERE id = %s", (allocation_id,))
+    err = fails(
+        shared_admin_conn, "UPDATE allocations SET status = %s WHERE id = %s", (new, allocation_id)
+    )
 
     assert err.sqlstate == "TK003"
-    assert status_of(conn, allocation_id) == "reserved"
-    assert inventory(conn, event_id) == (10, None, 3, 0)
+    assert status_of(shared_admin_conn, allocation_id) == old
+    assert snapshot(shared_admin_conn) == before
+    assert_consistent(shared_admin_conn)
 
 
-def test_lapsed_hold_cannot_be_purchased(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = lapsed_hold(conn, event_id, "x", 3)
+def test_hold_cannot_expire_before_its_expiry(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = hold(shared_admin_conn, event_id, "x", 3)
 
-    err = fails(conn, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (allocation_id,))
+    err = fails(
+        shared_admin_conn,
+        "UPDATE allocations SET status = 'expired' WHERE id = %s",
+        (allocation_id,),
+    )
+
+    assert err.sqlstate == "TK003"
+    assert status_of(shared_admin_conn, allocation_id) == "reserved"
+    assert inventory(shared_admin_conn, event_id) == (10, None, 3, 0)
+
+
+def test_lapsed_hold_cannot_be_purchased(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = lapsed_hold(shared_admin_conn, event_id, "x", 3)
+
+    err = fails(
+        shared_admin_conn,
+        "UPDATE allocations SET status = 'purchased' WHERE id = %s",
+        (allocation_id,),
+    )
 
     assert err.sqlstate == "TK004"
-    assert status_of(conn, allocation_id) == "reserved"
-    assert ticket_numbers(conn, allocation_id) == []
-    assert inventory(conn, event_id) == (10, None, 3, 0)
-    assert_consistent(conn)
+    assert status_of(shared_admin_conn, allocation_id) == "reserved"
+    assert ticket_numbers(shared_admin_conn, allocation_id) == []
+    assert inventory(shared_admin_conn, event_id) == (10, None, 3, 0)
+    assert_consistent(shared_admin_conn)
 
 
-def test_lapsed_hold_cannot_be_extended(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    live = hold(conn, event_id, "x", 3)
-    lapsed = lapsed_hold(conn, event_id, "y", 3)
+def test_lapsed_hold_cannot_be_extended(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    live = hold(shared_admin_conn, event_id, "x", 3)
+    lapsed = lapsed_hold(shared_admin_conn, event_id, "y", 3)
 
-    conn.execute(
+    shared_admin_conn.execute(
         "UPDATE allocations SET expires_at = now() + interval '1 hour' WHERE id = %s", (live,)
     )
     err = fails(
-        conn,
+        shared_admin_conn,
         "UPDATE allocations SET expires_at = now() + interval '1 hour' WHERE id = %s",
         (lapsed,),
     )
 
     assert err.sqlstate == "TK004"
-    assert status_of(conn, lapsed) == "reserved"
+    assert status_of(shared_admin_conn, lapsed) == "reserved"
     # The lapsed hold's tickets count as available, and it stays unpurchasable.
-    assert events.get_availability(conn, event_id).available == 7
-    err = fails(conn, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (lapsed,))
+    assert events.get_availability(shared_admin_conn, event_id).available == 7
+    err = fails(
+        shared_admin_conn, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (lapsed,)
+    )
     assert err.sqlstate == "TK004"
-    assert_consistent(conn)
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.parametrize(
@@ -434,7 +417,7 @@ def test_lapsed_hold_cannot_be_extended(conn: psycopg.Connection[Any]) -> None:
     ],
 )
 def test_allowed_transition_keeps_counters_right(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
     old: str,
     new: str,
     lapsed: bool,
@@ -442,23 +425,23 @@ def test_allowed_transition_keeps_counters_right(
     valid: list[int],
     voided: list[int],
 ) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=10).id
-    hold(conn, event_id, "other", 2)
-    allocation_id = (lapsed_hold if lapsed else hold)(conn, event_id, "x", 3)
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=10).id
+    hold(shared_admin_conn, event_id, "other", 2)
+    allocation_id = (lapsed_hold if lapsed else hold)(shared_admin_conn, event_id, "x", 3)
     if old == "purchased":
-        set_status(conn, allocation_id, "purchased")
+        set_status(shared_admin_conn, allocation_id, "purchased")
 
-    set_status(conn, allocation_id, new)
+    set_status(shared_admin_conn, allocation_id, new)
 
-    assert status_of(conn, allocation_id) == new
-    assert inventory(conn, event_id) == (10, 10, *counts)
-    assert buyer_quantity(conn, event_id, "x") == (3 if new == "purchased" else 0)
-    assert ticket_numbers(conn, allocation_id) == valid
-    assert ticket_numbers(conn, allocation_id, voided=True) == voided
-    assert pooled(conn, event_id) == voided
-    availability = events.get_availability(conn, event_id)
+    assert status_of(shared_admin_conn, allocation_id) == new
+    assert inventory(shared_admin_conn, event_id) == (10, 10, *counts)
+    assert buyer_quantity(shared_admin_conn, event_id, "x") == (3 if new == "purchased" else 0)
+    assert ticket_numbers(shared_admin_conn, allocation_id) == valid
+    assert ticket_numbers(shared_admin_conn, allocation_id, voided=True) == voided
+    assert pooled(shared_admin_conn, event_id) == voided
+    availability = events.get_availability(shared_admin_conn, event_id)
     assert availability.available == 10 - sum(counts)
-    assert_consistent(conn)
+    assert_consistent(shared_admin_conn)
 
 
 # --- deletes and ticket tampering --------------------------------------------------------------
@@ -482,91 +465,97 @@ def test_allowed_transition_keeps_counters_right(
     ],
 )
 def test_tampering_with_history_fails(
-    conn: psycopg.Connection[Any], statement: LiteralString
+    shared_admin_conn: psycopg.Connection[Any], statement: LiteralString
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    purchased = allocation_in(conn, event_id, "purchased")
-    cancelled = hold(conn, event_id, "y", 2)
-    set_status(conn, cancelled, "purchased")
-    set_status(conn, cancelled, "cancelled")
-    ticket = conn.execute(
+    event_id = make_event(shared_admin_conn, total=10).id
+    purchased = allocation_in(shared_admin_conn, event_id, "purchased")
+    cancelled = hold(shared_admin_conn, event_id, "y", 2)
+    set_status(shared_admin_conn, cancelled, "purchased")
+    set_status(shared_admin_conn, cancelled, "cancelled")
+    ticket = shared_admin_conn.execute(
         "SELECT min(id) FROM tickets WHERE allocation_id = %s", (purchased,)
     ).fetchone()
-    voided = conn.execute(
+    voided = shared_admin_conn.execute(
         "SELECT min(id) FROM tickets WHERE allocation_id = %s", (cancelled,)
     ).fetchone()
     assert ticket is not None
     assert voided is not None
-    before = snapshot(conn)
+    before = snapshot(shared_admin_conn)
 
     err = fails(
-        conn,
+        shared_admin_conn,
         statement,
         {"allocation": purchased, "ticket": ticket[0], "voided": voided[0], "cancelled": cancelled},
     )
 
     assert err.sqlstate == "TK005"
-    assert snapshot(conn) == before
-    assert_consistent(conn)
+    assert snapshot(shared_admin_conn) == before
+    assert_consistent(shared_admin_conn)
 
 
 # --- raw purchase and cancel issue and void tickets --------------------------------------------
 
 
 def test_raw_purchase_issues_tickets_and_raw_cancel_voids_them(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    a = hold(conn, event_id, "a", 3)
-    b = hold(conn, event_id, "b", 2)
+    event_id = make_event(shared_admin_conn, total=10).id
+    a = hold(shared_admin_conn, event_id, "a", 3)
+    b = hold(shared_admin_conn, event_id, "b", 2)
 
     # One statement purchases both holds.
-    cur = conn.execute(
+    cur = shared_admin_conn.execute(
         "UPDATE allocations SET status = 'purchased' WHERE event_id = %s", (event_id,)
     )
     assert cur.rowcount == 2
-    assert ticket_numbers(conn, a) == [1, 2, 3]
-    assert ticket_numbers(conn, b) == [4, 5]
-    codes = conn.execute("SELECT code FROM tickets WHERE event_id = %s", (event_id,)).fetchall()
+    assert ticket_numbers(shared_admin_conn, a) == [1, 2, 3]
+    assert ticket_numbers(shared_admin_conn, b) == [4, 5]
+    codes = shared_admin_conn.execute(
+        "SELECT code FROM tickets WHERE event_id = %s", (event_id,)
+    ).fetchall()
     assert len({c[0] for c in codes}) == 5
     assert all(len(c[0]) == 22 for c in codes)
-    assert inventory(conn, event_id) == (10, None, 0, 5)
+    assert inventory(shared_admin_conn, event_id) == (10, None, 0, 5)
 
-    set_status(conn, a, "cancelled")
-    assert ticket_numbers(conn, a) == []
-    assert ticket_numbers(conn, a, voided=True) == [1, 2, 3]
-    assert pooled(conn, event_id) == [1, 2, 3]
-    assert inventory(conn, event_id) == (10, None, 0, 2)
+    set_status(shared_admin_conn, a, "cancelled")
+    assert ticket_numbers(shared_admin_conn, a) == []
+    assert ticket_numbers(shared_admin_conn, a, voided=True) == [1, 2, 3]
+    assert pooled(shared_admin_conn, event_id) == [1, 2, 3]
+    assert inventory(shared_admin_conn, event_id) == (10, None, 0, 2)
 
     # Voided numbers are issued again, lowest first, then above the highest ever issued.
-    c = hold(conn, event_id, "c", 2)
-    set_status(conn, c, "purchased")
-    assert ticket_numbers(conn, c) == [1, 2]
-    d = hold(conn, event_id, "d", 2)
-    set_status(conn, d, "purchased")
-    assert ticket_numbers(conn, d) == [3, 6]
-    assert pooled(conn, event_id) == []
-    assert inventory(conn, event_id) == (10, None, 0, 6)
-    assert_consistent(conn)
+    c = hold(shared_admin_conn, event_id, "c", 2)
+    set_status(shared_admin_conn, c, "purchased")
+    assert ticket_numbers(shared_admin_conn, c) == [1, 2]
+    d = hold(shared_admin_conn, event_id, "d", 2)
+    set_status(shared_admin_conn, d, "purchased")
+    assert ticket_numbers(shared_admin_conn, d) == [3, 6]
+    assert pooled(shared_admin_conn, event_id) == []
+    assert inventory(shared_admin_conn, event_id) == (10, None, 0, 6)
+    assert_consistent(shared_admin_conn)
 
 
-def test_raw_purchase_with_a_bigger_quantity_is_checked(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    hold(conn, event_id, "other", 5)
-    mine = hold(conn, event_id, "a", 2)
+def test_raw_purchase_with_a_bigger_quantity_is_checked(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    hold(shared_admin_conn, event_id, "other", 5)
+    mine = hold(shared_admin_conn, event_id, "a", 2)
 
     err = fails(
-        conn,
+        shared_admin_conn,
         "UPDATE allocations SET status = 'purchased', quantity = 6 WHERE id = %s",
         (mine,),
     )
     assert err.sqlstate == "TK001"
-    assert ticket_numbers(conn, mine) == []
+    assert ticket_numbers(shared_admin_conn, mine) == []
 
-    conn.execute("UPDATE allocations SET status = 'purchased', quantity = 5 WHERE id = %s", (mine,))
-    assert ticket_numbers(conn, mine) == [1, 2, 3, 4, 5]
-    assert inventory(conn, event_id) == (10, None, 5, 5)
-    assert_consistent(conn)
+    shared_admin_conn.execute(
+        "UPDATE allocations SET status = 'purchased', quantity = 5 WHERE id = %s", (mine,)
+    )
+    assert ticket_numbers(shared_admin_conn, mine) == [1, 2, 3, 4, 5]
+    assert inventory(shared_admin_conn, event_id) == (10, None, 5, 5)
+    assert_consistent(shared_admin_conn)
 
 
 # --- lowering capacity and the buyer limit -----------------------------------------------------
@@ -582,108 +571,114 @@ def event_settings(conn: psycopg.Connection[Any], event_id: int) -> tuple[Any, .
     return tuple(row)
 
 
-def test_lowering_capacity_below_live_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    hold(conn, event_id, "a", 4)
-    bought = hold(conn, event_id, "b", 2)
-    set_status(conn, bought, "purchased")
+def test_lowering_capacity_below_live_fails(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    hold(shared_admin_conn, event_id, "a", 4)
+    bought = hold(shared_admin_conn, event_id, "b", 2)
+    set_status(shared_admin_conn, bought, "purchased")
 
-    err = fails(conn, "UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
-
-    assert err.sqlstate == "TK006"
-    assert event_settings(conn, event_id) == (10, None, 10, None)
-    conn.execute("UPDATE events SET total_tickets = 6 WHERE id = %s", (event_id,))
-    assert event_settings(conn, event_id) == (6, None, 6, None)
-    assert events.get_availability(conn, event_id).available == 0
-    assert fails(conn, INSERT_HOLD, (event_id, "c", 1)).sqlstate == "TK001"
-    assert_consistent(conn)
-
-
-def test_lowering_capacity_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    hold(conn, event_id, "a", 4)
-    lapsed = lapsed_hold(conn, event_id, "b", 4)
-
-    conn.execute("UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
-
-    assert status_of(conn, lapsed) == "expired"
-    assert event_settings(conn, event_id) == (5, None, 5, None)
-    assert inventory(conn, event_id) == (5, None, 4, 0)
-    assert buyer_quantity(conn, event_id, "b") == 0
-    assert events.get_availability(conn, event_id).available == 1
-    assert_consistent(conn)
-
-
-def test_lowering_capacity_below_live_keeps_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    hold(conn, event_id, "a", 4)
-    lapsed = lapsed_hold(conn, event_id, "b", 4)
-
-    err = fails(conn, "UPDATE events SET total_tickets = 3 WHERE id = %s", (event_id,))
+    err = fails(shared_admin_conn, "UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
 
     assert err.sqlstate == "TK006"
-    assert status_of(conn, lapsed) == "reserved"
-    assert event_settings(conn, event_id) == (10, None, 10, None)
-    assert inventory(conn, event_id) == (10, None, 8, 0)
-    assert_consistent(conn)
+    assert event_settings(shared_admin_conn, event_id) == (10, None, 10, None)
+    shared_admin_conn.execute("UPDATE events SET total_tickets = 6 WHERE id = %s", (event_id,))
+    assert event_settings(shared_admin_conn, event_id) == (6, None, 6, None)
+    assert events.get_availability(shared_admin_conn, event_id).available == 0
+    assert fails(shared_admin_conn, INSERT_HOLD, (event_id, "c", 1)).sqlstate == "TK001"
+    assert_consistent(shared_admin_conn)
+
+
+def test_lowering_capacity_reclaims_lapsed_holds(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    hold(shared_admin_conn, event_id, "a", 4)
+    lapsed = lapsed_hold(shared_admin_conn, event_id, "b", 4)
+
+    shared_admin_conn.execute("UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
+
+    assert status_of(shared_admin_conn, lapsed) == "expired"
+    assert event_settings(shared_admin_conn, event_id) == (5, None, 5, None)
+    assert inventory(shared_admin_conn, event_id) == (5, None, 4, 0)
+    assert buyer_quantity(shared_admin_conn, event_id, "b") == 0
+    assert events.get_availability(shared_admin_conn, event_id).available == 1
+    assert_consistent(shared_admin_conn)
+
+
+def test_lowering_capacity_below_live_keeps_lapsed_holds(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    hold(shared_admin_conn, event_id, "a", 4)
+    lapsed = lapsed_hold(shared_admin_conn, event_id, "b", 4)
+
+    err = fails(shared_admin_conn, "UPDATE events SET total_tickets = 3 WHERE id = %s", (event_id,))
+
+    assert err.sqlstate == "TK006"
+    assert status_of(shared_admin_conn, lapsed) == "reserved"
+    assert event_settings(shared_admin_conn, event_id) == (10, None, 10, None)
+    assert inventory(shared_admin_conn, event_id) == (10, None, 8, 0)
+    assert_consistent(shared_admin_conn)
 
 
 def test_lowering_capacity_below_a_valid_ticket_number_fails(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    a = hold(conn, event_id, "a", 3)
-    set_status(conn, a, "purchased")
-    b = hold(conn, event_id, "b", 2)
-    set_status(conn, b, "purchased")
-    set_status(conn, a, "cancelled")
-    assert ticket_numbers(conn, b) == [4, 5]
+    event_id = make_event(shared_admin_conn, total=10).id
+    a = hold(shared_admin_conn, event_id, "a", 3)
+    set_status(shared_admin_conn, a, "purchased")
+    b = hold(shared_admin_conn, event_id, "b", 2)
+    set_status(shared_admin_conn, b, "purchased")
+    set_status(shared_admin_conn, a, "cancelled")
+    assert ticket_numbers(shared_admin_conn, b) == [4, 5]
 
     # Two tickets are live, but one of them is number 5.
-    err = fails(conn, "UPDATE events SET total_tickets = 4 WHERE id = %s", (event_id,))
+    err = fails(shared_admin_conn, "UPDATE events SET total_tickets = 4 WHERE id = %s", (event_id,))
 
     assert err.sqlstate == "TK006"
-    assert event_settings(conn, event_id) == (10, None, 10, None)
-    conn.execute("UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
-    c = hold(conn, event_id, "c", 3)
-    set_status(conn, c, "purchased")
-    assert ticket_numbers(conn, c) == [1, 2, 3]
-    assert_consistent(conn)
+    assert event_settings(shared_admin_conn, event_id) == (10, None, 10, None)
+    shared_admin_conn.execute("UPDATE events SET total_tickets = 5 WHERE id = %s", (event_id,))
+    c = hold(shared_admin_conn, event_id, "c", 3)
+    set_status(shared_admin_conn, c, "purchased")
+    assert ticket_numbers(shared_admin_conn, c) == [1, 2, 3]
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.parametrize("old_limit", [None, 6])
 def test_lowering_max_per_buyer_below_a_buyers_live_quantity_fails(
-    conn: psycopg.Connection[Any], old_limit: int | None
+    shared_admin_conn: psycopg.Connection[Any], old_limit: int | None
 ) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=old_limit).id
-    hold(conn, event_id, "a", 2)
-    bought = hold(conn, event_id, "a", 2)
-    set_status(conn, bought, "purchased")
-    hold(conn, event_id, "b", 1)
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=old_limit).id
+    hold(shared_admin_conn, event_id, "a", 2)
+    bought = hold(shared_admin_conn, event_id, "a", 2)
+    set_status(shared_admin_conn, bought, "purchased")
+    hold(shared_admin_conn, event_id, "b", 1)
 
-    err = fails(conn, "UPDATE events SET max_per_buyer = 3 WHERE id = %s", (event_id,))
+    err = fails(shared_admin_conn, "UPDATE events SET max_per_buyer = 3 WHERE id = %s", (event_id,))
 
     assert err.sqlstate == "TK006"
-    assert event_settings(conn, event_id) == (10, old_limit, 10, old_limit)
-    conn.execute("UPDATE events SET max_per_buyer = 4 WHERE id = %s", (event_id,))
-    assert event_settings(conn, event_id) == (10, 4, 10, 4)
-    assert fails(conn, INSERT_HOLD, (event_id, "a", 1)).sqlstate == "TK002"
-    assert_consistent(conn)
+    assert event_settings(shared_admin_conn, event_id) == (10, old_limit, 10, old_limit)
+    shared_admin_conn.execute("UPDATE events SET max_per_buyer = 4 WHERE id = %s", (event_id,))
+    assert event_settings(shared_admin_conn, event_id) == (10, 4, 10, 4)
+    assert fails(shared_admin_conn, INSERT_HOLD, (event_id, "a", 1)).sqlstate == "TK002"
+    assert_consistent(shared_admin_conn)
 
 
-def test_lowering_max_per_buyer_reclaims_lapsed_holds(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10, max_per_buyer=6).id
-    hold(conn, event_id, "a", 2)
-    lapsed = lapsed_hold(conn, event_id, "a", 3)
-    assert buyer_quantity(conn, event_id, "a") == 5
+def test_lowering_max_per_buyer_reclaims_lapsed_holds(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10, max_per_buyer=6).id
+    hold(shared_admin_conn, event_id, "a", 2)
+    lapsed = lapsed_hold(shared_admin_conn, event_id, "a", 3)
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 5
 
-    conn.execute("UPDATE events SET max_per_buyer = 2 WHERE id = %s", (event_id,))
+    shared_admin_conn.execute("UPDATE events SET max_per_buyer = 2 WHERE id = %s", (event_id,))
 
-    assert status_of(conn, lapsed) == "expired"
-    assert buyer_quantity(conn, event_id, "a") == 2
-    assert event_settings(conn, event_id) == (10, 2, 10, 2)
-    assert inventory(conn, event_id) == (10, 2, 2, 0)
-    assert_consistent(conn)
+    assert status_of(shared_admin_conn, lapsed) == "expired"
+    assert buyer_quantity(shared_admin_conn, event_id, "a") == 2
+    assert event_settings(shared_admin_conn, event_id) == (10, 2, 10, 2)
+    assert inventory(shared_admin_conn, event_id) == (10, 2, 2, 0)
+    assert_consistent(shared_admin_conn)
 
 
 # --- tickets inserted by hand ------------------------------------------------------------------
@@ -693,120 +688,128 @@ INSERT_TICKET: LiteralString = (
 )
 
 
-def test_ticket_for_a_hold_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = hold(conn, event_id, "x", 3)
+def test_ticket_for_a_hold_fails(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = hold(shared_admin_conn, event_id, "x", 3)
 
-    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
+    err = fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, 1))
 
     assert err.sqlstate == "TK005"
-    assert rows(conn, "tickets", event_id) == 0
+    assert rows(shared_admin_conn, "tickets", event_id) == 0
 
 
 @pytest.mark.parametrize("status", ["cancelled", "expired"])
-def test_ticket_for_a_dead_allocation_fails(conn: psycopg.Connection[Any], status: str) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = allocation_in(conn, event_id, status)
+def test_ticket_for_a_dead_allocation_fails(
+    shared_admin_conn: psycopg.Connection[Any], status: str
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = allocation_in(shared_admin_conn, event_id, status)
 
-    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
+    err = fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, 1))
 
     assert err.sqlstate == "TK005"
-    assert rows(conn, "tickets", event_id) == 0
+    assert rows(shared_admin_conn, "tickets", event_id) == 0
 
 
 @pytest.mark.parametrize("number", [4, 9, 11])
-def test_extra_ticket_for_a_purchase_fails(conn: psycopg.Connection[Any], number: int) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = allocation_in(conn, event_id, "purchased")
-    before = snapshot(conn)
+def test_extra_ticket_for_a_purchase_fails(
+    shared_admin_conn: psycopg.Connection[Any], number: int
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = allocation_in(shared_admin_conn, event_id, "purchased")
+    before = snapshot(shared_admin_conn)
 
-    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, number))
+    err = fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, number))
 
     assert err.sqlstate == "TK005"
-    assert snapshot(conn) == before
-    assert ticket_numbers(conn, allocation_id) == [1, 2, 3]
+    assert snapshot(shared_admin_conn) == before
+    assert ticket_numbers(shared_admin_conn, allocation_id) == [1, 2, 3]
 
 
-def test_ticket_of_another_events_allocation_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    other = make_event(conn, total=10).id
-    allocation_id = allocation_in(conn, event_id, "purchased")
+def test_ticket_of_another_events_allocation_fails(
+    shared_admin_conn: psycopg.Connection[Any],
+) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    other = make_event(shared_admin_conn, total=10).id
+    allocation_id = allocation_in(shared_admin_conn, event_id, "purchased")
 
-    err = fails(conn, INSERT_TICKET, (other, allocation_id, 5))
+    err = fails(shared_admin_conn, INSERT_TICKET, (other, allocation_id, 5))
 
     assert err.sqlstate == "23503"
     assert err.diag.constraint_name == "tickets_allocation_fkey"
 
 
 def test_duplicate_valid_number_violates_the_exclusion_constraint(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = allocation_in(conn, event_id, "purchased")
-    before = snapshot(conn)
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = allocation_in(shared_admin_conn, event_id, "purchased")
+    before = snapshot(shared_admin_conn)
 
     # The constraint is checked as the row goes in, before the statement's guard trigger.
-    err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 2))
+    err = fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, 2))
 
     assert err.sqlstate == "23P01"
     assert err.diag.constraint_name == "tickets_number_excl"
-    assert snapshot(conn) == before
+    assert snapshot(shared_admin_conn) == before
 
 
 def test_exclusion_constraint_holds_without_the_guard_triggers(
-    conn: psycopg.Connection[Any],
+    shared_admin_conn: psycopg.Connection[Any],
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = hold(conn, event_id, "x", 3)
-    before = snapshot(conn)
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = hold(shared_admin_conn, event_id, "x", 3)
+    before = snapshot(shared_admin_conn)
 
-    with conn.transaction(force_rollback=True):
-        conn.execute("ALTER TABLE tickets DISABLE TRIGGER USER")
+    with shared_admin_conn.transaction(force_rollback=True):
+        shared_admin_conn.execute("ALTER TABLE tickets DISABLE TRIGGER USER")
         # The guard would refuse a ticket for a hold; with it off, only the constraint speaks.
-        conn.execute(INSERT_TICKET, (event_id, allocation_id, 1))
-        conn.execute(INSERT_TICKET, (event_id, allocation_id, 2))
-        err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 1))
+        shared_admin_conn.execute(INSERT_TICKET, (event_id, allocation_id, 1))
+        shared_admin_conn.execute(INSERT_TICKET, (event_id, allocation_id, 2))
+        err = fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, 1))
 
     assert err.sqlstate == "23P01"
     assert err.diag.constraint_name == "tickets_number_excl"
-    assert snapshot(conn) == before
-    assert fails(conn, INSERT_TICKET, (event_id, allocation_id, 1)).sqlstate == "TK005"
+    assert snapshot(shared_admin_conn) == before
+    assert fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, 1)).sqlstate == "TK005"
 
 
-def test_ticket_number_above_capacity_fails(conn: psycopg.Connection[Any]) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = hold(conn, event_id, "x", 2)
-    before = snapshot(conn)
+def test_ticket_number_above_capacity_fails(shared_admin_conn: psycopg.Connection[Any]) -> None:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = hold(shared_admin_conn, event_id, "x", 2)
+    before = snapshot(shared_admin_conn)
 
-    with conn.transaction(force_rollback=True):
+    with shared_admin_conn.transaction(force_rollback=True):
         # Without the inventory trigger a purchase issues no tickets, so only the number is wrong.
-        conn.execute("ALTER TABLE allocations DISABLE TRIGGER allocations_apply_updates")
-        set_status(conn, allocation_id, "purchased")
-        conn.execute(INSERT_TICKET, (event_id, allocation_id, 10))
-        err = fails(conn, INSERT_TICKET, (event_id, allocation_id, 11))
+        shared_admin_conn.execute(
+            "ALTER TABLE allocations DISABLE TRIGGER allocations_apply_updates"
+        )
+        set_status(shared_admin_conn, allocation_id, "purchased")
+        shared_admin_conn.execute(INSERT_TICKET, (event_id, allocation_id, 10))
+        err = fails(shared_admin_conn, INSERT_TICKET, (event_id, allocation_id, 11))
 
     assert err.sqlstate == "TK005"
     assert "above" in (err.diag.message_primary or "")
-    assert snapshot(conn) == before
+    assert snapshot(shared_admin_conn) == before
 
 
-def test_voided_ticket_inserted_by_hand_fails(fresh_conn: psycopg.Connection[Any]) -> None:
+def test_voided_ticket_inserted_by_hand_fails(admin_conn: psycopg.Connection[Any]) -> None:
     """A ticket is born valid; only cancelling its allocation voids it."""
-    event_id = make_event(fresh_conn, total=10).id
-    allocation_id = allocation_in(fresh_conn, event_id, "purchased")
-    before = snapshot(fresh_conn)
+    event_id = make_event(admin_conn, total=10).id
+    allocation_id = allocation_in(admin_conn, event_id, "purchased")
+    before = snapshot(admin_conn)
 
     # Were this accepted, number 10 would count as issued but never pooled: the next purchase
     # would be numbered from 11, above capacity, and fail although tickets are left.
     err = fails(
-        fresh_conn,
+        admin_conn,
         "INSERT INTO tickets (event_id, allocation_id, number, voided_at)"
         " VALUES (%s, %s, 10, now())",
         (event_id, allocation_id),
     )
 
     assert err.sqlstate == "TK005"
-    assert snapshot(fresh_conn) == before
+    assert snapshot(admin_conn) == before
 
 
 # --- transactions older than the rows they change -----------------------------------------------
@@ -816,50 +819,52 @@ def test_voided_ticket_inserted_by_hand_fails(fresh_conn: psycopg.Connection[Any
 
 
 def test_cancel_in_a_transaction_older_than_the_purchase(
-    dsn: str, conn: psycopg.Connection[Any]
+    shared_admin_dsn: str, shared_admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    allocation_id = hold(conn, event_id, "x", 2)
-    with db.connect(dsn) as older:
+    event_id = make_event(shared_admin_conn, total=10).id
+    allocation_id = hold(shared_admin_conn, event_id, "x", 2)
+    with db.connect(shared_admin_dsn) as older:
         older.execute("BEGIN")
-        set_status(conn, allocation_id, "purchased")
+        set_status(shared_admin_conn, allocation_id, "purchased")
 
         set_status(older, allocation_id, "cancelled")
         older.execute("COMMIT")
 
-    assert status_of(conn, allocation_id) == "cancelled"
-    assert ticket_numbers(conn, allocation_id, voided=True) == [1, 2]
-    assert pooled(conn, event_id) == [1, 2]
-    assert inventory(conn, event_id) == (10, None, 0, 0)
-    assert_consistent(conn)
+    assert status_of(shared_admin_conn, allocation_id) == "cancelled"
+    assert ticket_numbers(shared_admin_conn, allocation_id, voided=True) == [1, 2]
+    assert pooled(shared_admin_conn, event_id) == [1, 2]
+    assert inventory(shared_admin_conn, event_id) == (10, None, 0, 0)
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.parametrize("new_status", ["purchased", "cancelled"])
 def test_update_in_a_transaction_older_than_the_allocation(
-    dsn: str, conn: psycopg.Connection[Any], new_status: str
+    shared_admin_dsn: str, shared_admin_conn: psycopg.Connection[Any], new_status: str
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    with db.connect(dsn) as older:
+    event_id = make_event(shared_admin_conn, total=10).id
+    with db.connect(shared_admin_dsn) as older:
         older.execute("BEGIN")
         older.execute("SELECT 1")
-        allocation_id = hold(conn, event_id, "x", 2)
+        allocation_id = hold(shared_admin_conn, event_id, "x", 2)
 
         set_status(older, allocation_id, new_status)
         older.execute("COMMIT")
 
-    assert status_of(conn, allocation_id) == new_status
-    assert ticket_numbers(conn, allocation_id) == ([1, 2] if new_status == "purchased" else [])
-    assert_consistent(conn)
+    assert status_of(shared_admin_conn, allocation_id) == new_status
+    assert ticket_numbers(shared_admin_conn, allocation_id) == (
+        [1, 2] if new_status == "purchased" else []
+    )
+    assert_consistent(shared_admin_conn)
 
 
 def test_reclaim_in_a_transaction_older_than_the_lapsed_hold(
-    dsn: str, conn: psycopg.Connection[Any]
+    shared_admin_dsn: str, shared_admin_conn: psycopg.Connection[Any]
 ) -> None:
-    event_id = make_event(conn, total=5).id
-    with db.connect(dsn) as older:
+    event_id = make_event(shared_admin_conn, total=5).id
+    with db.connect(shared_admin_dsn) as older:
         older.execute("BEGIN")
         older.execute("SELECT 1")
-        row = conn.execute(
+        row = shared_admin_conn.execute(
             "INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)"
             " VALUES (%s, 'h', 3, now() + interval '50 milliseconds') RETURNING id",
             (event_id,),
@@ -871,10 +876,10 @@ def test_reclaim_in_a_transaction_older_than_the_lapsed_hold(
         mine = hold(older, event_id, "x", 4)
         older.execute("COMMIT")
 
-    assert status_of(conn, int(row[0])) == "expired"
-    assert status_of(conn, mine) == "reserved"
-    assert inventory(conn, event_id) == (5, None, 4, 0)
-    assert_consistent(conn)
+    assert status_of(shared_admin_conn, int(row[0])) == "expired"
+    assert status_of(shared_admin_conn, mine) == "reserved"
+    assert inventory(shared_admin_conn, event_id) == (5, None, 4, 0)
+    assert_consistent(shared_admin_conn)
 
 
 # --- raw writers at REPEATABLE READ and SERIALIZABLE -------------------------------------------
@@ -882,10 +887,10 @@ def test_reclaim_in_a_transaction_older_than_the_lapsed_hold(
 
 @pytest.mark.parametrize("level", list(BEGIN))
 def test_second_snapshot_writer_fails_after_first_commits(
-    dsn: str, conn: psycopg.Connection[Any], level: str
+    shared_admin_dsn: str, shared_admin_conn: psycopg.Connection[Any], level: str
 ) -> None:
-    event_id = make_event(conn, total=10).id
-    with db.connect(dsn) as a, db.connect(dsn) as b:
+    event_id = make_event(shared_admin_conn, total=10).id
+    with db.connect(shared_admin_dsn) as a, db.connect(shared_admin_dsn) as b:
         a.execute(BEGIN[level])
         b.execute(BEGIN[level])
         a.execute("SELECT 1 FROM allocations")
@@ -897,9 +902,9 @@ def test_second_snapshot_writer_fails_after_first_commits(
         b.execute("ROLLBACK")
 
     assert err.sqlstate == "40001"
-    assert buyers(conn, event_id) == [("a", 6)]
-    assert inventory(conn, event_id) == (10, None, 6, 0)
-    assert_consistent(conn)
+    assert buyers(shared_admin_conn, event_id) == [("a", 6)]
+    assert inventory(shared_admin_conn, event_id) == (10, None, 6, 0)
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.race
@@ -908,15 +913,15 @@ def test_second_snapshot_writer_fails_after_first_commits(
     ("first_ends", "second_sqlstate"), [("COMMIT", "40001"), ("ROLLBACK", None)]
 )
 def test_snapshot_writer_waiting_on_another(
-    dsn: str,
-    conn: psycopg.Connection[Any],
+    shared_admin_dsn: str,
+    shared_admin_conn: psycopg.Connection[Any],
     level: str,
     first_ends: LiteralString,
     second_sqlstate: str | None,
 ) -> None:
-    event_id = make_event(conn, total=10).id
+    event_id = make_event(shared_admin_conn, total=10).id
     outcome: list[str | None] = []
-    with db.connect(dsn) as a, db.connect(dsn) as b:
+    with db.connect(shared_admin_dsn) as a, db.connect(shared_admin_dsn) as b:
         a.execute(BEGIN[level])
         b.execute(BEGIN[level])
         a.execute("SELECT 1 FROM allocations")
@@ -934,16 +939,16 @@ def test_snapshot_writer_waiting_on_another(
 
         thread = threading.Thread(target=second)
         thread.start()
-        wait_until_blocked(conn, b.info.backend_pid)
+        wait_until_blocked(shared_admin_conn, b.info.backend_pid)
         a.execute(first_ends)
         thread.join(timeout=30)
         assert not thread.is_alive()
 
     assert outcome == [second_sqlstate]
     winner = "a" if first_ends == "COMMIT" else "b"
-    assert buyers(conn, event_id) == [(winner, 6)]
-    assert inventory(conn, event_id) == (10, None, 6, 0)
-    assert_consistent(conn)
+    assert buyers(shared_admin_conn, event_id) == [(winner, 6)]
+    assert inventory(shared_admin_conn, event_id) == (10, None, 6, 0)
+    assert_consistent(shared_admin_conn)
 
 
 @pytest.mark.parametrize("level", list(BEGIN))
@@ -958,15 +963,15 @@ def test_snapshot_writer_waiting_on_another(
     ],
 )
 def test_purchase_of_a_hold_that_lapsed_after_the_snapshot_fails(
-    dsn: str,
-    conn: psycopg.Connection[Any],
+    shared_admin_dsn: str,
+    shared_admin_conn: psycopg.Connection[Any],
     level: str,
     second_quantity: int,
     purchase_sqlstate: str,
     hold_status: str,
 ) -> None:
-    event_id = make_event(conn, total=5).id
-    row = conn.execute(
+    event_id = make_event(shared_admin_conn, total=5).id
+    row = shared_admin_conn.execute(
         "INSERT INTO allocations (event_id, fingerprint, quantity, expires_at)"
         " VALUES (%s, 'h', 3, now() + interval '500 milliseconds')"
         " RETURNING id, extract(epoch FROM expires_at - clock_timestamp())",
@@ -974,7 +979,7 @@ def test_purchase_of_a_hold_that_lapsed_after_the_snapshot_fails(
     ).fetchone()
     assert row is not None
     short_hold, remaining = int(row[0]), float(row[1])
-    with db.connect(dsn) as a:
+    with db.connect(shared_admin_dsn) as a:
         a.execute(BEGIN[level])
         assert a.execute(
             "SELECT status, expires_at > clock_timestamp() FROM allocations WHERE id = %s",
@@ -982,21 +987,21 @@ def test_purchase_of_a_hold_that_lapsed_after_the_snapshot_fails(
         ).fetchone() == ("reserved", True)
         time.sleep(max(remaining, 0) + 0.05)
 
-        hold(conn, event_id, "b", second_quantity)
-        assert status_of(conn, short_hold) == hold_status
+        hold(shared_admin_conn, event_id, "b", second_quantity)
+        assert status_of(shared_admin_conn, short_hold) == hold_status
 
         err = fails(a, "UPDATE allocations SET status = 'purchased' WHERE id = %s", (short_hold,))
         a.execute("ROLLBACK")
 
     assert err.sqlstate == purchase_sqlstate
-    assert status_of(conn, short_hold) == hold_status
-    assert rows(conn, "tickets", event_id) == 0
-    live = conn.execute(
+    assert status_of(shared_admin_conn, short_hold) == hold_status
+    assert rows(shared_admin_conn, "tickets", event_id) == 0
+    live = shared_admin_conn.execute(
         "SELECT coalesce(sum(quantity), 0) FROM allocations"
         " WHERE event_id = %s AND (status = 'purchased'"
         "   OR (status = 'reserved' AND expires_at > clock_timestamp()))",
         (event_id,),
     ).fetchone()
     assert live == (second_quantity,)
-    assert events.get_availability(conn, event_id).available == 5 - second_quantity
-    assert_consistent(conn)
+    assert events.get_availability(shared_admin_conn, event_id).available == 5 - second_quantity
+    assert_consistent(shared_admin_conn)
