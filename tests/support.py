@@ -35,6 +35,7 @@ MIGRATION_IDS = [
     "0008_roles",
     "0009_lean_write_path",
     "0010_counters_for_limits",
+    "0011_comments",
 ]
 
 #: When the tests' events start: far enough ahead that no event of a test has started.

@@ -14,8 +14,9 @@ from ticketing import admin, bench, db
 from ticketing._tx import LOCK_TIMEOUT
 from ticketing.bench import BenchConfig, BenchError, Workload, regimes
 
+# Small enough that the sell-out ends well within its one second, even on a busy machine.
 TINY = BenchConfig(
-    workers=2, seconds=1, sellout_buyers=200, sellout_tickets=50, loaded_allocations=500
+    workers=2, seconds=1, sellout_buyers=120, sellout_tickets=30, loaded_allocations=500
 )
 TIMED = ("hot", "for_update", "single_update", "spread")
 RATIOS = {
@@ -104,18 +105,18 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
     assert f"PostgreSQL {data['server']['server_version']}" in facts[1]
     assert data["server"]["superuser"] is True
 
-    # The sell-out is exact: 50 sold, the 150 others told SoldOut and nothing else.
+    # The sell-out is exact: 30 sold, the 90 others told SoldOut and nothing else.
     sellout = data["sellout"]
     measured = ("sold", "oversold", "sold_out_answers", "other_errors", "error_samples")
     assert {k: sellout[k] for k in measured} == {
-        "sold": 50,
+        "sold": 30,
         "oversold": 0,
-        "sold_out_answers": 150,
+        "sold_out_answers": 90,
         "other_errors": {},
         "error_samples": {},
     }
-    assert (sellout["attempts"], sellout["reservations"], sellout["purchases"]) == (200, 50, 50)
-    assert sellout["exact"] is True
+    assert (sellout["attempts"], sellout["reservations"], sellout["purchases"]) == (120, 30, 30)
+    assert (sellout["finished"], sellout["exact"]) == (True, True)
     assert sellout["seconds_to_sell_out"] > 0
 
     # Every timed workload did work without a single error, and the database agrees.
@@ -164,13 +165,20 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
     assert data["client"]["bare_us_per_call"] > 0
 
     # The loaded workload ran in two databases of its own, dropped afterwards: 50 warm-up
-    # and 300 timed calls of each kind on each, and on one of them 500 preloaded
-    # allocations (5 on each of 100 events: 1, 2, 3, 4 and 1 tickets, all purchased).
-    # Voided tickets stay.
+    # and then blocks of 50 timed calls of each kind on each until 300 or --seconds (1 s),
+    # and on one of them 500 preloaded allocations (5 on each of 100 events: 1, 2, 3, 4
+    # and 1 tickets, all purchased). Each reserve makes an allocation of 2 tickets, and
+    # voided tickets stay.
     loaded = data["loaded"]
-    assert (loaded["preloaded_allocations"], loaded["calls"]) == (500, 300)
-    assert (loaded["empty"]["allocations"], loaded["empty"]["tickets"]) == (350, 700)
-    assert (loaded["loaded"]["allocations"], loaded["loaded"]["tickets"]) == (850, 1800)
+    calls = loaded["calls"]
+    assert calls in range(50, 301, 50)
+    assert loaded["preloaded_allocations"] == 500
+    made = 50 + calls
+    assert (loaded["empty"]["allocations"], loaded["empty"]["tickets"]) == (made, 2 * made)
+    assert (loaded["loaded"]["allocations"], loaded["loaded"]["tickets"]) == (
+        500 + made,
+        1100 + 2 * made,
+    )
     assert loaded["empty"]["violations"] == loaded["loaded"]["violations"] == 0
     assert set(loaded["loaded_vs_empty"]) == {*bench.LOADED_OPERATIONS, "check_event"}
     left = "SELECT count(*) FROM pg_database WHERE datname LIKE 'ticketing_bench_%%'"
@@ -337,3 +345,27 @@ def test_a_regime_off_its_asked_latency_is_refused() -> None:
     assert "not reported" in refused
     assert regimes.validate(regime, {"median_ms": 0.2}) is not None
     assert regimes.validate(regimes.as_given("postgresql://x"), {"median_ms": 9.0}) is None
+
+
+def test_seconds_bounds_the_sellout(admin_dsn: str) -> None:
+    # Far more buyers than one second serves: the sell-out stops at --seconds, unfinished,
+    # and says so instead of running on or calling itself exact.
+    config = BenchConfig(
+        workers=2,
+        seconds=1,
+        only=frozenset({Workload.SELLOUT}),
+        sellout_buyers=1_000_000,
+        sellout_tickets=500_000,
+    )
+    report = bench.run_bench(admin_dsn, config)
+    (data,) = report.data["regimes"]
+    sellout = data["sellout"]
+    assert (sellout["finished"], sellout["exact"], sellout["oversold"]) == (False, False, 0)
+    assert 0 < sellout["attempts"] < 1_000_000
+    assert sellout["sold"] == sellout["purchases"] == sellout["reservations"]
+    assert sellout["sold_out_answers"] == 0
+    (failure,) = [f for f in report.failures if "sellout" in f]
+    assert failure.endswith(
+        f"sellout: stopped after --seconds 1 with {sellout['attempts']:,} of 1,000,000 buyers "
+        f"served and {sellout['sold']:,} of 500,000 tickets sold: raise --seconds"
+    )

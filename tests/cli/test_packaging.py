@@ -1,4 +1,4 @@
-"""The wheel carries the migrations and the named queries, so an installed package can migrate."""
+"""The wheel carries the migrations, the named queries and the license."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def test_wheel_ships_the_sql(tmp_path: Path) -> None:
     queries = {
         f"ticketing/queries/{p.name}" for p in (REPO / "ticketing" / "queries").glob("*.sql")
     }
-    assert len(migrations) == 20
+    assert len(migrations) == 22
     assert migrations <= names
     assert queries <= names
+    # The license the package declares travels with it.
+    assert "ticketing-0.1.0.dist-info/licenses/LICENSE" in names

@@ -751,10 +751,11 @@ def test_cli_check_reports_a_tampered_ledger(
         f"violation: allocation {alice.id} is purchased x2 (event {event.id}, buyer alice),"
         f" its ledger replays to reserved x2 (event {event.id}, buyer alice)"
     ]
-    assert done.stderr.strip() == "1 invariant violations"
+    assert done.stderr.strip() == "1 invariant violation"
 
 
 def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, dsn: str) -> None:
+    assert db.rollback_last(admin_dsn) == ["0011_comments"]
     assert db.rollback_last(admin_dsn) == ["0010_counters_for_limits"]
     assert db.rollback_last(admin_dsn) == ["0009_lean_write_path"]
     assert db.rollback_last(admin_dsn) == ["0008_roles"]
@@ -773,6 +774,7 @@ def test_migration_opens_the_ledger_with_the_rows_already_there(admin_dsn: str, 
         "0008_roles",
         "0009_lean_write_path",
         "0010_counters_for_limits",
+        "0011_comments",
     ]
 
     with db.connect(dsn) as conn:

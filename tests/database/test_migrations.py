@@ -369,6 +369,30 @@ def test_yoyo_command_line_applies_rolls_back_and_reapplies(fresh_db: FreshDb) -
     assert db.migrate(fresh_db.url) == []
 
 
+def test_yoyo_takes_the_url_form_the_docs_show_and_refuses_plain_postgresql(
+    fresh_db: FreshDb,
+) -> None:
+    # docs/operations.md: yoyo picks its driver from the scheme; postgresql:// means psycopg2,
+    # which is not installed, and postgresql+psycopg:// means psycopg 3.
+    plain = fresh_db.url
+    shown = "postgresql+psycopg://" + plain.removeprefix("postgresql://")
+
+    def yoyo(url: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DATABASE_URL": url}
+        return subprocess.run(
+            [str(YOYO), "apply"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    refused = yoyo(plain)
+    assert refused.returncode != 0
+    assert "No module named 'psycopg2'" in refused.stderr
+    assert _schema(fresh_db) == NOTHING
+    applied = yoyo(shown)
+    assert applied.returncode == 0, applied.stderr
+    assert _schema(fresh_db) == EVERYTHING
+    assert db.pending_migrations(plain) == []
+
+
 @pytest.mark.parametrize(
     "form",
     ["postgresql_url", "postgres_url", "yoyo_url", "keyvalue", "keyvalue_with_options"],
@@ -522,6 +546,7 @@ def test_the_ledger_opens_with_the_rows_that_existed_before_it(fresh_db: FreshDb
         "0008_roles",
         "0009_lean_write_path",
         "0010_counters_for_limits",
+        "0011_comments",
     ]
     with db.connect(fresh_db.url) as conn:
         assert operator.check_invariants(conn) == []
@@ -557,6 +582,7 @@ def test_rolling_back_the_roles_returns_every_object_and_revokes_every_grant(
         # (0009 replaced four trigger functions and the insert guard with two, and added the
         # two event guards; 0010 added the two buyer-counting helpers).
         assert conn.execute(counts).fetchone() == (15, 25, 6, True, True)
+    assert db.rollback_last(fresh_db.url) == ["0011_comments"]
     assert db.rollback_last(fresh_db.url) == ["0010_counters_for_limits"]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
         assert conn.execute(counts).fetchone() == (15, 23, 6, True, True)
@@ -571,6 +597,7 @@ def test_rolling_back_the_roles_returns_every_object_and_revokes_every_grant(
         "0008_roles",
         "0009_lean_write_path",
         "0010_counters_for_limits",
+        "0011_comments",
     ]
     with psycopg.connect(**fresh_db.params(), autocommit=True) as conn:
         assert conn.execute(counts).fetchone() == (15, 25, 6, True, True)

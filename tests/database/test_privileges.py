@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 import psycopg
 import pytest
 from psycopg import errors as pg
+from psycopg import sql
 
 from tests.support import APP_LOGIN, STARTS_AT, TABLES, assert_consistent, scalar, table_rows
 from ticketing import admin, allocations, db, events, tickets
@@ -427,18 +428,25 @@ def test_temporary_tables_cannot_stand_in_for_the_counters(
 def test_a_privilege_error_from_the_api_is_forbidden(
     admin_conn: psycopg.Connection[Any], dsn: str
 ) -> None:
-    # A login that is not a member of ticketing_app gets a typed error, not a raw one.
-    admin_conn.execute(
-        "DO $$ BEGIN CREATE ROLE ticketing_test_nobody LOGIN; "
-        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    # A login that is not a member of ticketing_app gets a typed error, not a raw one. Roles
+    # belong to the cluster: this one is named for the test's database and dropped after it.
+    dbname = str(scalar(admin_conn, "SELECT current_database()"))
+    nobody_role = f"ticketing_test_nobody_{dbname}"
+    role = sql.Identifier(nobody_role)
+    admin_conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+    try:
+        nobody = dsn.replace(f"//{APP_LOGIN}@", f"//{nobody_role}@")
+        with db.connect(nobody) as stranger:
+            with pytest.raises(Forbidden, match="permission denied for table events"):
+                events.create_event(stranger, name="x", starts_at=STARTS_AT, total_tickets=1)
+            with pytest.raises(Forbidden):
+                allocations.get_allocation(stranger, 1)
+        assert scalar(admin_conn, "SELECT count(*) FROM events") == 0
+    finally:
+        admin_conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+    assert (
+        scalar(admin_conn, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (nobody_role,)) == 0
     )
-    nobody = dsn.replace(f"//{APP_LOGIN}@", "//ticketing_test_nobody@")
-    with db.connect(nobody) as stranger:
-        with pytest.raises(Forbidden, match="permission denied for table events"):
-            events.create_event(stranger, name="x", starts_at=STARTS_AT, total_tickets=1)
-        with pytest.raises(Forbidden):
-            allocations.get_allocation(stranger, 1)
-    assert scalar(admin_conn, "SELECT count(*) FROM events") == 0
 
 
 # --- races as the application role ------------------------------------------------------------
