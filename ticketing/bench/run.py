@@ -20,6 +20,7 @@ import psycopg
 from rich.progress import Progress
 
 from ticketing import db
+from ticketing._report import plural
 from ticketing.bench import regimes, verdicts
 from ticketing.bench.client import client_workload
 from ticketing.bench.config import (
@@ -95,7 +96,7 @@ def _run_regime(
         # Buyers (or pgbench's clients), one sweeper, this connection, the client's and a spare.
         if config.workers + 4 > max_connections:
             raise BenchError(
-                f"{config.workers} workers need {config.workers + 4} connections; "
+                f"{plural(config.workers, 'worker')} need {config.workers + 4} connections; "
                 f"the server allows {max_connections} (max_connections)"
             )
         if refused is None:
@@ -107,7 +108,11 @@ def _run_regime(
                 seed=seed,
                 superuser=server["superuser"],
             )
-            bar = Bar(progress, f"{regime.name}: starting {config.workers} buyers", config.workers)
+            bar = Bar(
+                progress,
+                f"{regime.name}: starting {plural(config.workers, 'buyer')}",
+                config.workers,
+            )
             with Crew(regime.url, config.workers) as crew:
                 crew.start(bar)
                 if config.runs(Workload.FOR_UPDATE) or config.runs(Workload.SINGLE_UPDATE):

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
+from ticketing._report import plural
 from ticketing.bench.config import BenchReport
 from ticketing.bench.loaded import OPERATIONS as LOADED_OPERATIONS
 
@@ -127,7 +128,7 @@ def summary(report: BenchReport) -> Group:
     version = str(machine.get("server_version", "?")).split()[0]
     title = (
         f"ticketing bench: {machine['cpu_count']} CPUs, PostgreSQL {version}, "
-        f"{machine['workers']} workers, {machine['seconds']} s runs"
+        f"{plural(machine['workers'], 'worker')}, {machine['seconds']} s runs"
     )
     table = Table(title=title, caption="per second; latency in ms")
     table.add_column("workload", no_wrap=True)
@@ -155,7 +156,8 @@ def _refused(regime: dict[str, Any]) -> str | None:
 def _sellout_table(regimes: list[dict[str, Any]]) -> Table:
     first = next(r["sellout"] for r in regimes if r["sellout"] is not None)
     table = Table(
-        title=f"sell-out: {first['buyers']:,} buyers, one ticket each, {first['tickets']:,} tickets"
+        title=f"sell-out: {plural(first['buyers'], 'buyer')}, one ticket each, "
+        f"{plural(first['tickets'], 'ticket')}"
     )
     table.add_column("measure")
     for regime in regimes:

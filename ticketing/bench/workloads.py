@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from ticketing import admin
+from ticketing._report import plural
 from ticketing.bench.config import (
     BASELINE_EVENT_IDS,
     NEVER_SELLS_OUT,
@@ -106,7 +107,7 @@ def _pgbench_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> di
 def _sellout_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
     buyers, tickets = run.config.sellout_buyers, run.config.sellout_tickets
     event_id = run.event(conn, "sellout", tickets)
-    bar = run.bar(f"sellout: {buyers:,} buyers, {tickets:,} tickets", buyers)
+    bar = run.bar(f"sellout: {plural(buyers, 'buyer')}, {plural(tickets, 'ticket')}", buyers)
     task = run.task(Workload.SELLOUT, (event_id,), "sellout", attempts=buyers)
     tallies = crew.run(task, bar, lambda _elapsed: float(crew.attempts))
     sold = admin.sale_outcome(conn, event_id).sold
