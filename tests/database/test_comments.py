@@ -67,7 +67,10 @@ SELECT 'constraint ' || quote_ident(con.conname) || ' on '
            || coalesce(nullif(con.conrelid, 0)::regclass::text, con.contypid::regtype::text),
        obj_description(con.oid, 'pg_constraint')
 FROM pg_constraint AS con
-WHERE con.conrelid IN (SELECT oid FROM tables) OR con.contypid IN (SELECT oid FROM types)
+-- PostgreSQL 18 also lists each NOT NULL as a constraint (contype 'n'), which 15 does not
+-- have: a column's NOT NULL is explained by the column's comment on both.
+WHERE (con.conrelid IN (SELECT oid FROM tables) OR con.contypid IN (SELECT oid FROM types))
+  AND con.contype <> 'n'
 UNION ALL
 SELECT 'trigger ' || quote_ident(tg.tgname) || ' on ' || tg.tgrelid::regclass::text,
        obj_description(tg.oid, 'pg_trigger')
