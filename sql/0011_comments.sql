@@ -1,7 +1,7 @@
 -- Comments on every table, view, column, constraint, index, sequence, trigger,
 -- function and type of the schema, so that psql's \d+, \di+, \ds+, \df+, \dT+
 -- and \dd explain each object where it lives: what it is and why it exists,
--- in a sentence or two (schema.md tells the whole story). Only comments
+-- in a sentence or two (schema.md and docs/design.md tell the whole story). Only comments
 -- change: no object, row or privilege does. COMMENT takes a SHARE UPDATE
 -- EXCLUSIVE lock on a table, so reads and writes go on.
 -- depends: 0010_counters_for_limits
