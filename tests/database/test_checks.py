@@ -16,7 +16,7 @@ from ticketing import admin, allocations
 from ticketing.errors import EventNotFound, InvalidInput
 from ticketing.models import Event
 
-# Rows per INSERT of the bulk load (schema.md, section 13.3).
+# Rows per INSERT of the bulk load (docs/design.md, 4.3).
 CHUNK = 200
 
 

@@ -22,7 +22,7 @@ from ticketing.queries import load
 HOLDS = 20_000
 BOUGHT = 10_000
 # Rows per INSERT: each row of a statement re-reads slot rows that the statement
-# already updated (schema.md, section 13.3).
+# already updated (docs/design.md, 4.3).
 CHUNK = 200
 
 # (name, function whose source holds `fragment`, fragment, PREPARE statement,
