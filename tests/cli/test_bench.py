@@ -369,3 +369,21 @@ def test_seconds_bounds_the_sellout(admin_dsn: str) -> None:
         f"sellout: stopped after --seconds 1 with {sellout['attempts']:,} of 1,000,000 buyers "
         f"served and {sellout['sold']:,} of 500,000 tickets sold: raise --seconds"
     )
+
+
+def test_a_sellout_that_sold_out_when_seconds_ran_out_is_exact(admin_dsn: str) -> None:
+    # 5 tickets go at once; the buyers left when --seconds ends would all be told SoldOut.
+    config = BenchConfig(
+        workers=2,
+        seconds=1,
+        only=frozenset({Workload.SELLOUT}),
+        sellout_buyers=1_000_000,
+        sellout_tickets=5,
+    )
+    report = bench.run_bench(admin_dsn, config)
+    (data,) = report.data["regimes"]
+    sellout = data["sellout"]
+    assert (sellout["finished"], sellout["exact"]) == (False, True)
+    assert (sellout["sold"], sellout["oversold"], sellout["purchases"]) == (5, 0, 5)
+    assert sellout["sold_out_answers"] == sellout["attempts"] - 5
+    assert [f for f in report.failures if "sellout" in f] == []
