@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-pg18 bench lint schema check clean
+.PHONY: venv demo test test-pg18 bench lint schema sync-api check clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: $(STAMP)
 ## schema: regenerate docs/schema.sql (pg_dump of an empty database after every migration)
 schema: $(STAMP)
 	$(BIN)/python -m ticketing._schema docs/schema.sql
+
+## sync-api: regenerate the sync modules from their asyncio sources in ticketing/aio
+sync-api: $(STAMP)
+	$(BIN)/python -m ticketing.aio._unasync
 
 ## lint: ruff (lint + format), mypy --strict, squawk on the migrations
 lint: $(STAMP)

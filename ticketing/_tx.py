@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Literal, LiteralString, TypeVar
+from typing import Any, Literal, LiteralString, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -27,6 +27,7 @@ from ticketing.errors import RETRYABLE_SQLSTATES, TicketingError, translate
 from ticketing.queries import load
 
 T = TypeVar("T")
+Isolation = Literal["REPEATABLE READ", "SERIALIZABLE"]
 
 #: How long a query function waits for a row lock before it raises `Busy`.
 LOCK_TIMEOUT = "3s"
@@ -35,7 +36,8 @@ LOCK_TIMEOUT = "3s"
 ATTEMPTS = 5
 
 _Q = load("session.sql")
-_SET_ISOLATION: dict[str, LiteralString] = {
+SET_LOCK_TIMEOUT = _Q["set_lock_timeout"]
+SET_ISOLATION: dict[str, LiteralString] = {
     "REPEATABLE READ": _Q["set_repeatable_read"],
     "SERIALIZABLE": _Q["set_serializable"],
 }
@@ -45,7 +47,7 @@ def atomic(
     conn: psycopg.Connection[object],
     work: Callable[[psycopg.Connection[object]], T],
     *,
-    isolation: Literal["REPEATABLE READ", "SERIALIZABLE"] | None = None,
+    isolation: Isolation | None = None,
     one_statement: bool = False,
 ) -> T:
     """Run `work(conn)` inside `conn.transaction()` and return its result.
@@ -54,7 +56,7 @@ def atomic(
     caller's transaction, the caller's level stands. With `one_statement`,
     on an idle autocommit connection, `work` runs without a transaction block.
     """
-    owns = conn.info.transaction_status == TransactionStatus.IDLE
+    owns = owns_transaction(conn)
     bare = one_statement and owns and conn.autocommit
     attempts = ATTEMPTS if owns else 1
     for attempt in range(1, attempts + 1):
@@ -63,15 +65,27 @@ def atomic(
                 return work(conn)
             with conn.transaction():
                 if owns and isolation is not None:
-                    conn.execute(_SET_ISOLATION[isolation])
-                conn.execute(_Q["set_lock_timeout"], {"timeout": LOCK_TIMEOUT})
+                    conn.execute(SET_ISOLATION[isolation])
+                conn.execute(SET_LOCK_TIMEOUT, {"timeout": LOCK_TIMEOUT})
                 return work(conn)
         except psycopg.Error as exc:
-            if exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts:
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not secrets
-                continue
-            raise translate(exc) from exc
+            delay = retry_delay(exc, attempt, attempts)
+            if delay is None:
+                raise translate(exc) from exc
+            time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def owns_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a query function starts (and so may retry) its own transaction."""
+    return conn.info.transaction_status == TransactionStatus.IDLE
+
+
+def retry_delay(exc: psycopg.Error, attempt: int, attempts: int) -> float | None:
+    """Seconds to wait before the next attempt, or None when `exc` is final."""
+    if exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts:
+        return random.uniform(0, 0.005 * 2**attempt)  # noqa: S311 - jitter, not secrets
+    return None
 
 
 def guarded(call: Callable[[], T]) -> T:
@@ -82,4 +96,15 @@ def guarded(call: Callable[[], T]) -> T:
         raise translate(exc) from exc
 
 
-__all__ = ["ATTEMPTS", "LOCK_TIMEOUT", "TicketingError", "atomic", "guarded"]
+__all__ = [
+    "ATTEMPTS",
+    "LOCK_TIMEOUT",
+    "SET_ISOLATION",
+    "SET_LOCK_TIMEOUT",
+    "Isolation",
+    "TicketingError",
+    "atomic",
+    "guarded",
+    "owns_transaction",
+    "retry_delay",
+]

@@ -1,8 +1,10 @@
+# Generated from ticketing/aio/admin.py by `make sync-api` (ticketing.aio._unasync).
+# DO NOT CHANGE: edit the async source and regenerate.
 """Operator views: every invariant checked against the data, and event status."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
@@ -10,7 +12,7 @@ from psycopg.rows import class_row
 from ticketing import _validate as validate
 from ticketing._tx import atomic
 from ticketing.errors import EventNotFound
-from ticketing.models import EventStatus
+from ticketing.models import EventStatus, SaleOutcome
 from ticketing.queries import load
 
 Q = load("admin.sql")
@@ -35,8 +37,10 @@ def check_invariants(conn: psycopg.Connection[Any], *, event_id: int | None = No
     def work(conn: psycopg.Connection[Any]) -> list[str]:
         problems: list[str] = []
         with conn.cursor() as cur:
-            if event_id is not None and cur.execute(Q["event_exists"], params).fetchone() is None:
-                raise EventNotFound(f"event {event_id} does not exist")
+            if event_id is not None:
+                cur.execute(Q["event_exists"], params)
+                if cur.fetchone() is None:
+                    raise EventNotFound(f"event {event_id} does not exist")
             for name in CHECKS:
                 # Unprepared: each plan is made for this event_id (or for NULL).
                 cur.execute(Q[name], params, prepare=False)
@@ -57,17 +61,10 @@ def event_status(
 
     def work(conn: psycopg.Connection[Any]) -> list[EventStatus]:
         with conn.cursor(row_factory=_EVENT_STATUS_ROW) as cur:
-            return cur.execute(Q["status"], params).fetchall()
+            cur.execute(Q["status"], params)
+            return cur.fetchall()
 
     return atomic(conn, work)
-
-
-class SaleOutcome(NamedTuple):
-    """What a sale ended with, counted from the rows (not from the slot counters)."""
-
-    sold: int  # valid tickets issued
-    holds_expired: int
-    tickets_expired: int
 
 
 def sale_outcome(conn: psycopg.Connection[Any], event_id: int) -> SaleOutcome:
@@ -75,7 +72,8 @@ def sale_outcome(conn: psycopg.Connection[Any], event_id: int) -> SaleOutcome:
     params = {"event_id": validate.identifier("event_id", event_id)}
 
     def work(conn: psycopg.Connection[Any]) -> SaleOutcome:
-        row = conn.execute(Q["sale_outcome"], params).fetchone()
+        cur = conn.execute(Q["sale_outcome"], params)
+        row = cur.fetchone()
         assert row is not None  # an aggregate always returns its one row
         return SaleOutcome(int(row[0]), int(row[1]), int(row[2]))
 

@@ -1,3 +1,5 @@
+# Generated from ticketing/aio/allocations.py by `make sync-api` (ticketing.aio._unasync).
+# DO NOT CHANGE: edit the async source and regenerate.
 """Allocations: a buyer's holds and purchases, and the sweeper that expires lapsed holds.
 
 The statements here only change an allocation's own row. Capacity is taken
@@ -33,7 +35,8 @@ DEFAULT_HOLD = timedelta(minutes=10)
 
 def _one(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> Allocation | None:
     with conn.cursor(row_factory=_ALLOCATION_ROW) as cur:
-        return cur.execute(Q[name], params).fetchone()
+        cur.execute(Q[name], params)
+        return cur.fetchone()
 
 
 def _same_request(existing: Allocation, params: dict[str, Any]) -> Allocation:
@@ -176,7 +179,8 @@ def list_for_buyer(
 
     def work(conn: psycopg.Connection[Any]) -> list[Allocation]:
         with conn.cursor(row_factory=_ALLOCATION_ROW) as cur:
-            return cur.execute(Q["list_for_buyer"], params).fetchall()
+            cur.execute(Q["list_for_buyer"], params)
+            return cur.fetchall()
 
     return atomic(conn, work)
 

@@ -1,3 +1,5 @@
+# Generated from ticketing/aio/events.py by `make sync-api` (ticketing.aio._unasync).
+# DO NOT CHANGE: edit the async source and regenerate.
 """Events and their availability."""
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def create_event(
 
     def work(conn: psycopg.Connection[Any]) -> Event:
         with conn.cursor(row_factory=_EVENT_ROW) as cur:
-            row = cur.execute(Q["create_event"], params).fetchone()
+            cur.execute(Q["create_event"], params)
+            row = cur.fetchone()
         assert row is not None
         return row
 
@@ -65,7 +68,8 @@ def get_event(conn: psycopg.Connection[Any], event_id: int) -> Event:
 
     def work(conn: psycopg.Connection[Any]) -> Event:
         with conn.cursor(row_factory=_EVENT_ROW) as cur:
-            row = cur.execute(Q["get_event"], params).fetchone()
+            cur.execute(Q["get_event"], params)
+            row = cur.fetchone()
         if row is None:
             raise EventNotFound(f"event {event_id} does not exist")
         return row
@@ -86,7 +90,8 @@ def list_events(
 
     def work(conn: psycopg.Connection[Any]) -> list[Event]:
         with conn.cursor(row_factory=_EVENT_ROW) as cur:
-            return cur.execute(Q["list_events"], params).fetchall()
+            cur.execute(Q["list_events"], params)
+            return cur.fetchall()
 
     return atomic(conn, work)
 
@@ -100,7 +105,8 @@ def get_availability(conn: psycopg.Connection[Any], event_id: int) -> Availabili
 
     def work(conn: psycopg.Connection[Any]) -> Availability:
         with conn.cursor(row_factory=_AVAILABILITY_ROW) as cur:
-            row = cur.execute(Q["get_availability"], params).fetchone()
+            cur.execute(Q["get_availability"], params)
+            row = cur.fetchone()
         if row is None:
             raise EventNotFound(f"event {event_id} does not exist")
         return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -79,3 +80,11 @@ class EventStatus(_Record):
     reserved: int
     purchased: int
     available: int
+
+
+class SaleOutcome(NamedTuple):
+    """What a sale ended with, counted from the rows (not from the slot counters)."""
+
+    sold: int  # valid tickets issued
+    holds_expired: int
+    tickets_expired: int

@@ -1,3 +1,5 @@
+# Generated from ticketing/aio/tickets.py by `make sync-api` (ticketing.aio._unasync).
+# DO NOT CHANGE: edit the async source and regenerate.
 """Issued tickets: listed per allocation, looked up by code."""
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def list_for_allocation(conn: psycopg.Connection[Any], allocation_id: int) -> li
 
     def work(conn: psycopg.Connection[Any]) -> list[Ticket]:
         with conn.cursor(row_factory=_TICKET_ROW) as cur:
-            return cur.execute(Q["list_for_allocation"], params).fetchall()
+            cur.execute(Q["list_for_allocation"], params)
+            return cur.fetchall()
 
     return atomic(conn, work)
 
@@ -34,7 +37,8 @@ def get_by_code(conn: psycopg.Connection[Any], code: str) -> Ticket:
 
     def work(conn: psycopg.Connection[Any]) -> Ticket:
         with conn.cursor(row_factory=_TICKET_ROW) as cur:
-            row = cur.execute(Q["get_by_code"], params).fetchone()
+            cur.execute(Q["get_by_code"], params)
+            row = cur.fetchone()
         if row is None:
             raise TicketNotFound("no ticket has this code")
         return row
