@@ -13,17 +13,19 @@ from tests.support import TICKETING
 from ticketing import admin, bench, db
 from ticketing._tx import LOCK_TIMEOUT
 from ticketing.bench import BenchConfig, BenchError, Workload, regimes
+from ticketing.bench.workloads import async_spread
 
 # Small enough that the sell-out ends well within its one second, even on a busy machine.
 TINY = BenchConfig(
     workers=2, seconds=1, sellout_buyers=120, sellout_tickets=30, loaded_allocations=500
 )
-TIMED = ("hot", "for_update", "single_update", "spread")
+TIMED = ("hot", "async", "for_update", "single_update", "spread")
 RATIOS = {
     "layer_vs_for_update",
     "layer_vs_single_update",
     "layer_vs_pgbench",
     "reserve_vs_floor",
+    "async_vs_sync",
     "purchase_vs_floor",
     "cancel_vs_floor",
     "expire_vs_floor",
@@ -42,6 +44,7 @@ TARGETS = {
     "layer_vs_single_update",
     "layer_vs_pgbench",
     "p99_below_baselines",
+    "async_vs_sync",
     "reserve_vs_floor",
     "purchase_vs_floor",
     "cancel_vs_floor",
@@ -129,6 +132,18 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
         assert data["sweeper"][half]["errors"] == {}
     hot_rows = "SELECT count(*) FROM allocations WHERE event_id = %s"
     assert count(dsn, hot_rows, data["hot"]["event_id"]) == data["hot"]["reservations"]
+    # The async workload: the 2 workers as asyncio tasks, over one process per CPU (at most 2).
+    assert count(dsn, hot_rows, data["async"]["event_id"]) == data["async"]["reservations"]
+    processes = min(os.cpu_count() or 1, 2)
+    assert data["async"]["processes"] == processes
+    assert data["async"]["tasks_per_process"] == [2 // processes] * processes
+    assert data["ratios"]["async_vs_sync"] == round(
+        data["async"]["reservations_per_second"] / data["hot"]["reservations_per_second"], 3
+    )
+    assert (data["targets"]["async_vs_sync"], data["target_values"]["async_vs_sync"]) == (
+        None,
+        "-",
+    )
     for name in ("for_update", "single_update"):
         event_id = data[name]["bench_event_id"]
         rows = "SELECT count(*) FROM bench.allocations WHERE event_id = %s"
@@ -299,7 +314,7 @@ def test_standby_regime_is_measured_validated_and_reported_beside_own_commits() 
     config = BenchConfig(
         workers=2,
         seconds=1,
-        only=frozenset({Workload.HOT, Workload.LOADED}),
+        only=frozenset({Workload.HOT, Workload.ASYNC, Workload.LOADED}),
         loaded_allocations=200,
     )
     report = bench.run_bench(None, config, commit_latencies=(None, 2.0))
@@ -311,6 +326,9 @@ def test_standby_regime_is_measured_validated_and_reported_beside_own_commits() 
     assert own["server"]["synchronous_standby_names"] == ""
     assert own["hot"]["reservations"] > 0
     assert own["hot"]["errors"] == {}
+    assert own["async"]["reservations"] > 0
+    assert own["async"]["errors"] == {}
+    assert own["ratios"]["async_vs_sync"] is not None
     # Table growth is measured once, in the first regime.
     assert own["loaded"]["preloaded_allocations"] == 200
     assert standby["loaded"] is None
@@ -329,11 +347,22 @@ def test_standby_regime_is_measured_validated_and_reported_beside_own_commits() 
         assert report.failures == [], report.failures
         assert standby["hot"]["reservations"] > 0
         assert standby["hot"]["errors"] == {}
+        assert standby["async"]["reservations"] > 0
+        assert standby["async"]["errors"] == {}
+        assert standby["ratios"]["async_vs_sync"] is not None
     else:  # a busy machine: the regime is reported as a failure, its workloads not run
         assert standby["refused"] in report.failures
         assert standby["hot"] is None
+        assert standby["async"] is None
         assert report.ok is False
     json.dumps(whole)  # the report is JSON as it is
+
+
+def test_async_workers_are_spread_over_one_process_per_cpu() -> None:
+    assert async_spread(16, 2) == (8, 8)
+    assert async_spread(5, 2) == (3, 2)
+    assert async_spread(2, 8) == (1, 1)
+    assert async_spread(3, None) == (3,)
 
 
 def test_a_regime_off_its_asked_latency_is_refused() -> None:

@@ -6,6 +6,8 @@ a barrier together, work for the same number of seconds and send back their
 counts and latencies. The workloads:
 
 - hot: every buyer reserves 1-4 tickets of ONE event (capacity never runs out);
+- async: the same load through ticketing.aio: --workers asyncio tasks spread
+  over one process per CPU, each process with a pool of one connection per task;
 - for-update, single-update: the same load on two baselines that live only
   here, in the `bench` schema: the textbook SELECT ... FOR UPDATE transaction,
   and one conditional UPDATE statement;

@@ -2,10 +2,13 @@
 
 Everything here runs in a child process (multiprocessing, spawn context), with
 its own connection from `ticketing.db.connect`; results go back over queues.
+The async workload's processes instead run asyncio tasks on a pool of their
+own (`ticketing.aio.create_pool`), one connection per task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import time
@@ -20,8 +23,9 @@ from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
-from ticketing import allocations, db
+from ticketing import aio, allocations, db
 from ticketing.bench.config import (
     QUANTITY_RANGE,
     READY_TIMEOUT,
@@ -44,6 +48,7 @@ class Task:
     seed: int
     hold: timedelta = allocations.DEFAULT_HOLD
     attempts: int = 0  # sellout: attempts shared by all processes
+    tasks: tuple[int, ...] = ()  # async: the asyncio tasks of each process, by its index
 
 
 @dataclass
@@ -202,7 +207,63 @@ def sellout(
     return tally
 
 
+async def timed_async(
+    pool: AsyncConnectionPool[Any],
+    task: Task,
+    index: int,
+    slot: int,
+    deadline: float,
+    tally: Tally,
+) -> None:
+    """One asyncio task of `timed_async_tasks`: reserve back to back until `deadline`.
+
+    Every call takes a connection from the pool and gives it back, as a
+    request handler would; the pool has one per task, so none waits for one.
+    """
+    rng = random.Random(f"{task.seed}-{index}-{slot}")  # noqa: S311 - simulated buyers
+    now = time.monotonic()
+    n = 0
+    while now < deadline:
+        n += 1
+        try:
+            async with pool.connection() as conn:
+                await aio.allocations.reserve(
+                    conn,
+                    event_id=rng.choice(task.event_ids),
+                    fingerprint=f"{task.tag}-{index}-{slot}-{n}",
+                    quantity=rng.randint(*QUANTITY_RANGE),
+                    hold=task.hold,
+                )
+        except (TicketingError, psycopg.Error) as exc:
+            tally.error(type(exc).__name__, exc)
+        else:
+            tally.done += 1
+        end = time.monotonic()
+        tally.latencies.append(end - now)
+        now = end
+    tally.finished = max(tally.finished, now)
+
+
+async def timed_async_tasks(index: int, url: str, task: Task, shared: Shared) -> Tally:
+    """The async workload in one process: its tasks on a pool opened (full) before the barrier."""
+    tasks = task.tasks[index]
+    async with aio.create_pool(url, min_size=tasks, max_size=tasks) as pool:
+        await pool.wait(READY_TIMEOUT)
+        await asyncio.to_thread(shared.barrier.wait, READY_TIMEOUT)
+        if index == 0:
+            shared.started.value = time.monotonic()
+        started = time.monotonic()
+        tally = Tally(index=index, started=started, finished=started)
+        deadline = started + task.seconds
+        async with asyncio.TaskGroup() as group:
+            for slot in range(tasks):
+                group.create_task(timed_async(pool, task, index, slot, deadline, tally))
+    return tally
+
+
 def perform(index: int, url: str, task: Task, shared: Shared) -> Tally:
+    if task.kind is Workload.ASYNC:
+        return asyncio.run(timed_async_tasks(index, url, task, shared))
     rng = random.Random(task.seed * 1000 + index)  # noqa: S311 - simulated buyers, not secrets
     with db.connect(url) as conn:
         operation = None if task.kind is Workload.SELLOUT else OPERATIONS[task.kind]

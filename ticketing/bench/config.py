@@ -16,6 +16,7 @@ class Workload(StrEnum):
     """The workloads `--only` can pick, in the order they run."""
 
     HOT = "hot"
+    ASYNC = "async"
     FOR_UPDATE = "for-update"
     SINGLE_UPDATE = "single-update"
     PGBENCH = "pgbench"

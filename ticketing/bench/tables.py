@@ -89,6 +89,7 @@ def _sweeper(half: str) -> Cell:
 ROWS: list[tuple[str, Cell]] = [
     ("one bare commit (median)", _commit),
     ("hot: layer", lambda r: _timed(r["hot"])),
+    ("hot: layer, asyncio (ticketing.aio)", lambda r: _timed(r["async"])),
     ("hot: SELECT FOR UPDATE", lambda r: _timed(r["for_update"])),
     ("hot: single UPDATE", lambda r: _timed(r["single_update"])),
     ("reserve: pgbench, layer SQL", lambda r: _pgbench(r["pgbench"])),
@@ -109,6 +110,7 @@ TARGET_ROWS = [
     ("layer / SELECT FOR UPDATE", "layer_vs_for_update"),
     ("layer / single UPDATE", "layer_vs_single_update"),
     ("layer / pgbench (reserve)", "layer_vs_pgbench"),
+    ("hot: asyncio / processes", "async_vs_sync"),
     ("p99: layer below both baselines", "p99_below_baselines"),
     ("reserve: layer SQL / floor", "reserve_vs_floor"),
     ("purchase: layer SQL / floor", "purchase_vs_floor"),

@@ -44,6 +44,7 @@ def failures(data: dict[str, Any]) -> list[str]:
     found: list[str] = []
     timed: dict[str, dict[str, Any] | None] = {
         "hot": data["hot"],
+        "async": data["async"],
         "for-update": data["for_update"],
         "single-update": data["single_update"],
         "spread": data["spread"],
@@ -85,6 +86,7 @@ def ratios(data: dict[str, Any]) -> dict[str, float | None]:
         "layer_vs_single_update": ratio(_rate(data["hot"]), _rate(data["single_update"])),
         "layer_vs_pgbench": ratio(_rate(data["hot"]), _rate(pgbench, "tps")),
         "reserve_vs_floor": ratio(_rate(pgbench, "tps"), _rate(data["floor"], "rows_per_second")),
+        "async_vs_sync": ratio(_rate(data["async"]), _rate(data["hot"])),
     }
     for name in PAIRS:
         found[f"{name}_vs_floor"] = None if data[name] is None else data[name]["layer_vs_floor"]
@@ -111,6 +113,7 @@ def targets(data: dict[str, Any]) -> tuple[dict[str, bool | None], dict[str, str
     for name in ("layer_vs_for_update", "layer_vs_single_update", "layer_vs_pgbench"):
         met[name] = at_least(values[name], speed[name]) if name in speed else None
         wanted[name] = f">= {speed[name]:g}x" if name in speed else "-"
+    met["async_vs_sync"], wanted["async_vs_sync"] = None, "-"  # reported: asyncio's cost
     p99 = [values[f"p99_{name}_ms"] for name in ("hot", "for_update", "single_update")]
     met["p99_below_baselines"] = None if not slow or None in p99 else p99[0] < min(p99[1], p99[2])
     wanted["p99_below_baselines"] = "below both" if slow else "-"

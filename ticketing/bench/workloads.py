@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -44,6 +45,33 @@ def _hot_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[s
     result = summarise(tallies)
     run.rates.setdefault("reserve layer", result["reservations_per_second"])
     return result | {"event_id": event_id}
+
+
+def async_spread(workers: int, cpus: int | None) -> tuple[int, ...]:
+    """Asyncio tasks per process: `workers` over one process per CPU (at most one per task)."""
+    processes = max(1, min(cpus or 1, workers))
+    return tuple(workers // processes + (i < workers % processes) for i in range(processes))
+
+
+def _async_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    """The hot load from asyncio: --workers tasks over one process per CPU, a pool in each."""
+    event_id = run.event(conn, "async", NEVER_SELLS_OUT)
+    tasks = async_spread(run.config.workers, os.cpu_count())
+    processes = len(tasks)
+    bar = run.bar(f"async: starting {plural(processes, 'process', 'processes')}", processes)
+    with Crew(run.url, processes) as async_crew:
+        async_crew.start(bar)
+        bar = run.bar(
+            f"async: one event, {plural(sum(tasks), 'task')} in "
+            f"{plural(processes, 'process', 'processes')} (asyncio)"
+        )
+        task = run.task(Workload.ASYNC, (event_id,), "async", tasks=tasks)
+        tallies = async_crew.run(task, bar, as_elapsed)
+    return summarise(tallies) | {
+        "event_id": event_id,
+        "processes": processes,
+        "tasks_per_process": list(tasks),
+    }
 
 
 def _baseline_workload(
@@ -194,6 +222,7 @@ def _sweeper_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> di
 
 WORKLOADS: dict[Workload, Callable[[Run, psycopg.Connection[Any], Crew], dict[str, Any]]] = {
     Workload.HOT: _hot_workload,
+    Workload.ASYNC: _async_workload,
     Workload.FOR_UPDATE: _baseline_workload(Workload.FOR_UPDATE),
     Workload.SINGLE_UPDATE: _baseline_workload(Workload.SINGLE_UPDATE),
     Workload.PGBENCH: _pgbench_workload,
