@@ -1,0 +1,1 @@
+"""An example HTTP service over ticketing.aio (FastAPI, uvicorn): see README.md here."""

@@ -1,0 +1,1 @@
+"""The example HTTP service (examples/service) under a real uvicorn server, over real HTTP."""
