@@ -194,3 +194,22 @@ def test_without_a_database_url_the_app_does_not_start(monkeypatch: pytest.Monke
 
     with pytest.raises(RuntimeError, match="DATABASE_URL"):
         asyncio.run(start())
+
+
+def test_openapi_lists_every_endpoint(client: httpx.Client) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = {path: sorted(ops) for path, ops in response.json()["paths"].items()}
+    assert paths == {
+        "/health": ["get"],
+        "/events": ["get", "post"],
+        "/events/{event_id}": ["get"],
+        "/events/{event_id}/availability": ["get"],
+        "/events/{event_id}/reservations": ["post"],
+        "/allocations": ["get"],
+        "/allocations/{allocation_id}": ["get"],
+        "/allocations/{allocation_id}/purchase": ["post"],
+        "/allocations/{allocation_id}/cancel": ["post"],
+        "/allocations/{allocation_id}/tickets": ["get"],
+        "/tickets/{code}": ["get"],
+    }
