@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -292,8 +294,6 @@ def test_no_free_connection_is_503_busy(
             _slots_locked(admin_dsn, event.id),
             httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http,
         ):
-            import threading
-
             stuck: list[httpx.Response] = []
             blocked = threading.Thread(
                 target=lambda: stuck.append(
@@ -365,8 +365,6 @@ def test_a_database_that_does_not_answer_is_503(dsn: str) -> None:
 @contextmanager
 def socket_nobody_listens_on() -> Iterator[int]:
     """A port bound (so nothing else takes it) but not listening: connections are refused."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
