@@ -41,9 +41,10 @@ sync-api: $(STAMP)
 
 ## lint: ruff (lint + format), mypy --strict, squawk on the migrations
 lint: $(STAMP)
-	$(BIN)/ruff check ticketing tests
-	$(BIN)/ruff format --check ticketing tests
+	$(BIN)/ruff check ticketing tests examples
+	$(BIN)/ruff format --check ticketing tests examples
 	$(BIN)/mypy ticketing
+	$(BIN)/mypy examples/service
 	$(BIN)/squawk $(filter-out %.rollback.sql,$(wildcard sql/*.sql))
 	# Rollbacks exist to drop what their migration created.
 	$(BIN)/squawk --exclude ban-drop-table,ban-drop-function,ban-drop-type,ban-drop-view,ban-drop-constraint $(wildcard sql/*.rollback.sql)
