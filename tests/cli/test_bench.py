@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tests.support import TICKETING
 from ticketing import admin, bench, db
@@ -16,6 +19,9 @@ from ticketing.bench import BenchConfig, BenchError, Workload, regimes
 from ticketing.bench.workloads import async_spread
 
 # Small enough that the sell-out ends well within its one second, even on a busy machine.
+# The same sale over HTTP (service) is some 5x slower per buyer (150 requests on two
+# connections: ~0.4 s here): it sells out (60 requests) well within the second, but a busy
+# machine may stop it before every loser is answered, which is exact as well.
 TINY = BenchConfig(
     workers=2, seconds=1, sellout_buyers=120, sellout_tickets=30, loaded_allocations=500
 )
@@ -56,6 +62,7 @@ TARGETS = {
     "loaded_cancel",
     "loaded_get_availability",
     "sellout_exact",
+    "service_exact",
 }
 REGIME_KEYS = {
     "name",
@@ -70,6 +77,37 @@ REGIME_KEYS = {
     "target_values",
     "failures",
     "ok",
+}
+
+
+SELLOUT_KEYS = {
+    "event_id",
+    "buyers",
+    "tickets",
+    "attempts",
+    "finished",
+    "reservations",
+    "purchases",
+    "sold",
+    "oversold",
+    "sold_out_answers",
+    "other_errors",
+    "error_samples",
+    "seconds_to_sell_out",
+    "reserve_p99_ms",
+    "exact",
+}
+SERVICE_KEYS = SELLOUT_KEYS | {
+    "client_processes",
+    "tasks_per_process",
+    "pool_max_size",
+    "requests",
+    "seconds",
+    "requests_per_second",
+    "reserve_p50_ms",
+    "server_cpu_seconds",
+    "client_cpu_seconds",
+    "violations",
 }
 
 
@@ -110,6 +148,7 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
 
     # The sell-out is exact: 30 sold, the 90 others told SoldOut and nothing else.
     sellout = data["sellout"]
+    assert set(sellout) == SELLOUT_KEYS
     measured = ("sold", "oversold", "sold_out_answers", "other_errors", "error_samples")
     assert {k: sellout[k] for k in measured} == {
         "sold": 30,
@@ -121,6 +160,41 @@ def test_every_workload_on_a_tiny_configuration(dsn: str, admin_dsn: str, tmp_pa
     assert (sellout["attempts"], sellout["reservations"], sellout["purchases"]) == (120, 30, 30)
     assert (sellout["finished"], sellout["exact"]) == (True, True)
     assert sellout["seconds_to_sell_out"] > 0
+
+    # The same sale over HTTP, through examples/service under uvicorn: exact as well. Every
+    # buyer made one reservation request and each of the 30 winners one purchase request.
+    service = data["service"]
+    assert set(service) == SERVICE_KEYS
+    assert {k: service[k] for k in measured} == {
+        "sold": 30,
+        "oversold": 0,
+        "sold_out_answers": service["attempts"] - 30,
+        "other_errors": {},
+        "error_samples": {},
+    }
+    assert (service["reservations"], service["purchases"], service["violations"]) == (30, 30, 0)
+    assert service["requests"] == service["attempts"] + 30
+    assert service["exact"] is True
+    if service["finished"]:  # else --seconds ended after the sale had sold out
+        assert (service["attempts"], service["sold_out_answers"]) == (120, 90)
+    else:
+        assert 30 <= service["attempts"] < 120
+    # Over the seconds from the barrier to the last answer (rounded to the ms in the JSON).
+    assert service["requests_per_second"] == pytest.approx(
+        service["requests"] / service["seconds"], rel=0.02
+    )
+    assert 0 < service["reserve_p50_ms"] <= service["reserve_p99_ms"]
+    assert 0 < service["seconds_to_sell_out"] <= service["seconds"]
+    # One server process with a pool of --workers connections; the buyers as asyncio tasks
+    # over one client process per CPU (at most one per worker), as in the async workload.
+    clients = min(os.cpu_count() or 1, 2)
+    assert (service["pool_max_size"], service["client_processes"]) == (2, clients)
+    assert service["tasks_per_process"] == [2 // clients] * clients
+    assert service["server_cpu_seconds"] > 0
+    assert service["client_cpu_seconds"] > 0
+    with db.connect(dsn) as conn:
+        assert admin.sale_outcome(conn, service["event_id"]).sold == 30
+        assert admin.check_invariants(conn, event_id=service["event_id"]) == []
 
     # Every timed workload did work without a single error, and the database agrees.
     for name in TIMED:
@@ -416,3 +490,74 @@ def test_a_sellout_that_sold_out_when_seconds_ran_out_is_exact(admin_dsn: str) -
     assert (sellout["sold"], sellout["oversold"], sellout["purchases"]) == (5, 0, 5)
     assert sellout["sold_out_answers"] == sellout["attempts"] - 5
     assert [f for f in report.failures if "sellout" in f] == []
+
+
+def test_seconds_bounds_the_service_sellout(admin_dsn: str) -> None:
+    # The HTTP sell-out stops at --seconds too: unfinished and not sold out, it says so.
+    config = BenchConfig(
+        workers=2,
+        seconds=1,
+        only=frozenset({Workload.SERVICE}),
+        sellout_buyers=1_000_000,
+        sellout_tickets=500_000,
+    )
+    report = bench.run_bench(admin_dsn, config)
+    (data,) = report.data["regimes"]
+    service = data["service"]
+    assert (service["finished"], service["exact"], service["oversold"]) == (False, False, 0)
+    assert 0 < service["attempts"] < 1_000_000
+    assert service["sold"] == service["purchases"] == service["reservations"]
+    assert service["requests"] == 2 * service["attempts"]
+    assert (service["sold_out_answers"], service["other_errors"]) == (0, {})
+    assert data["targets"]["service_exact"] is False
+    (failure,) = report.failures
+    assert failure.endswith(
+        f"service: stopped after --seconds 1 with {service['attempts']:,} of 1,000,000 buyers "
+        f"served and {service['sold']:,} of 500,000 tickets sold: raise --seconds"
+    )
+
+
+def test_a_service_sellout_that_sold_out_when_seconds_ran_out_is_exact(admin_dsn: str) -> None:
+    config = BenchConfig(
+        workers=2,
+        seconds=1,
+        only=frozenset({Workload.SERVICE}),
+        sellout_buyers=1_000_000,
+        sellout_tickets=5,
+    )
+    report = bench.run_bench(admin_dsn, config)
+    (data,) = report.data["regimes"]
+    service = data["service"]
+    assert (service["finished"], service["exact"]) == (False, True)
+    assert (service["sold"], service["oversold"], service["purchases"]) == (5, 0, 5)
+    assert service["sold_out_answers"] == service["attempts"] - 5
+    assert service["requests"] == service["attempts"] + 5
+    assert report.failures == []
+    assert "sell-out over HTTP (examples/service, uvicorn)" in rendered(report)
+
+
+def test_the_service_workload_is_skipped_without_the_example_service(
+    admin_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As from an installed wheel, outside the repository: examples.service cannot be imported.
+    monkeypatch.setitem(sys.modules, "examples.service.app", None)
+    config = BenchConfig(workers=2, seconds=1, only=frozenset({Workload.SERVICE}))
+    report = bench.run_bench(admin_dsn, config)
+    (data,) = report.data["regimes"]
+    assert set(data["service"]) == {"skipped"}
+    assert data["service"]["skipped"].startswith("cannot import examples.service.app:")
+    assert (data["targets"]["service_exact"], data["target_values"]["service_exact"]) == (
+        None,
+        "required",
+    )
+    assert report.failures == []
+    text = rendered(report)
+    assert "sell-out over HTTP (service)" in text
+    assert "skipped" in text
+    assert "sell-out over HTTP (examples/service, uvicorn)" not in text
+
+
+def rendered(report: bench.BenchReport) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(bench.summary(report))
+    return console.export_text()

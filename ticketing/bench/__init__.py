@@ -14,6 +14,8 @@ counts and latencies. The workloads:
 - pgbench: the layer's own reserve statement, turned into a pgbench script;
 - spread: the same buyers over many events;
 - sellout: N buyers, one ticket each, for fewer tickets; exact counts;
+- service: the same sell-out over HTTP, through examples/service under uvicorn
+  (service.py; skipped without it, fastapi, uvicorn or httpx);
 - sweeper: short holds that lapse during the run, without and with a sweeper
   process expiring them;
 - purchase, cancel, expire, floor: pgbench on the layer's statements against
@@ -28,7 +30,7 @@ exact, an answer other than SoldOut) make a run fail.
 Modules: config (what to run, constants, targets, the report), sql and
 baselines.sql (the benchmark's own statements), buyers (what buyer processes
 do), crew (the parent's side of them), stats, pgbench, workloads, server,
-client, loaded, regimes (the servers and their commit latency), verdicts,
+service, client, loaded, regimes (the servers and their commit latency), verdicts,
 run (one run), tables (the printed summary).
 """
 

@@ -3,7 +3,8 @@
 Everything here runs in a child process (multiprocessing, spawn context), with
 its own connection from `ticketing.db.connect`; results go back over queues.
 The async workload's processes instead run asyncio tasks on a pool of their
-own (`ticketing.aio.create_pool`), one connection per task.
+own (`ticketing.aio.create_pool`), one connection per task; the service
+workload's run asyncio tasks that buy over HTTP (ticketing.bench.service).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Task:
     seed: int
     hold: timedelta = allocations.DEFAULT_HOLD
     attempts: int = 0  # sellout: attempts shared by all processes
-    tasks: tuple[int, ...] = ()  # async: the asyncio tasks of each process, by its index
+    tasks: tuple[int, ...] = ()  # async, service: the asyncio tasks of each process, by its index
+    service_url: str = ""  # service: the HTTP service's base URL
 
 
 @dataclass
@@ -64,8 +66,10 @@ class Tally:
     purchased_at: array[float] = field(default_factory=lambda: array("d"))  # sellout
     purchases: int = 0
     samples: dict[str, str] = field(default_factory=dict)  # the first message of each error
+    requests: int = 0  # service: HTTP requests answered
+    cpu_seconds: float = 0.0  # service: the process's CPU time during the task
 
-    def error(self, name: str, exc: Exception) -> None:
+    def error(self, name: str, exc: Exception | str) -> None:
         self.errors[name] += 1
         self.samples.setdefault(name, " ".join(str(exc).split())[:500])
 
@@ -264,6 +268,10 @@ async def timed_async_tasks(index: int, url: str, task: Task, shared: Shared) ->
 def perform(index: int, url: str, task: Task, shared: Shared) -> Tally:
     if task.kind is Workload.ASYNC:
         return asyncio.run(timed_async_tasks(index, url, task, shared))
+    if task.kind is Workload.SERVICE:
+        from ticketing.bench.service import http_buyers  # httpx: only where it is used
+
+        return asyncio.run(http_buyers(index, task, shared))
     rng = random.Random(task.seed * 1000 + index)  # noqa: S311 - simulated buyers, not secrets
     with db.connect(url) as conn:
         operation = None if task.kind is Workload.SELLOUT else OPERATIONS[task.kind]

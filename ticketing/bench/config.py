@@ -26,6 +26,7 @@ class Workload(StrEnum):
     EXPIRE = "expire"
     SPREAD = "spread"
     SELLOUT = "sellout"
+    SERVICE = "service"
     SWEEPER = "sweeper"
     CLIENT = "client"
     LOADED = "loaded"
@@ -47,6 +48,8 @@ SWEEPER_PAUSE = 0.1
 SWEEPER_BATCH = 1000
 #: Longest wait for every buyer process to be connected and ready.
 READY_TIMEOUT = 120.0
+#: Longest wait for one HTTP answer of the service workload (a hung server fails the run).
+HTTP_TIMEOUT = 30.0
 #: Reserve quantities, as in the issue: 1-4 tickets, chosen at random.
 QUANTITY_RANGE = (1, 4)
 

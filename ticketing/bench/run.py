@@ -37,6 +37,7 @@ from ticketing.bench.crew import Bar, Crew
 from ticketing.bench.loaded import loaded_workload
 from ticketing.bench.regimes import Regime
 from ticketing.bench.server import SERVER_WORKLOADS
+from ticketing.bench.service import service_workload
 from ticketing.bench.sql import Q
 from ticketing.bench.workloads import WORKLOADS, prepare_baselines
 from ticketing.errors import InvalidInput
@@ -44,7 +45,11 @@ from ticketing.errors import InvalidInput
 ALL_WORKLOADS = (
     WORKLOADS
     | SERVER_WORKLOADS
-    | {Workload.CLIENT: client_workload, Workload.LOADED: loaded_workload}
+    | {
+        Workload.SERVICE: service_workload,
+        Workload.CLIENT: client_workload,
+        Workload.LOADED: loaded_workload,
+    }
 )
 
 
@@ -165,7 +170,8 @@ def run_bench(
     `commit_latencies` (only without a URL): None for the machine's own
     commits, a number of milliseconds for a synchronous standby tuned to it.
     """
-    if config.runs(Workload.SELLOUT) and config.sellout_buyers < config.sellout_tickets:
+    sells_out = config.runs(Workload.SELLOUT) or config.runs(Workload.SERVICE)
+    if sells_out and config.sellout_buyers < config.sellout_tickets:
         raise InvalidInput(
             f"a sell-out needs at least as many buyers ({config.sellout_buyers:,}) "
             f"as tickets ({config.sellout_tickets:,})"

@@ -38,6 +38,19 @@ def _timed(result: dict[str, Any] | None) -> str:
     return text + (f" [red]{errors:,} errors[/]" if errors else "")
 
 
+def _service(regime: dict[str, Any]) -> str:
+    """HTTP requests/s and reserve p99 of the sell-out over HTTP, its wrong answers in red."""
+    result = regime["service"]
+    if result is None:
+        return "[dim]not run[/]"
+    if "skipped" in result:
+        return "[dim]skipped[/]"
+    text = f"{result['requests_per_second']:,.0f} req/s, p99 {_ms(result['reserve_p99_ms'])}"
+    others = sum(result["other_errors"].values())
+    text += f" [red]{others:,} other answers[/]" if others else ""
+    return text + ("" if result["exact"] else " [red]not exact[/]")
+
+
 def _pgbench(result: dict[str, Any] | None, key: str = "tps") -> str:
     if result is None:
         return "[dim]not run[/]"
@@ -104,6 +117,7 @@ ROWS: list[tuple[str, Cell]] = [
     ("short holds, no sweeper", _sweeper("without")),
     ("short holds + sweeper", _sweeper("with")),
     ("client CPU/reserve: layer / bare", _client),
+    ("sell-out over HTTP (service)", _service),
 ]
 
 TARGET_ROWS = [
@@ -120,7 +134,10 @@ TARGET_ROWS = [
     ("with sweeper / without", "sweeper_with_vs_without"),
     *((f"{op}: loaded / empty (median)", f"loaded_{op}") for op in LOADED_OPERATIONS),
     ("sell-out exact", "sellout_exact"),
+    ("sell-out over HTTP exact", "service_exact"),
 ]
+#: Targets that are correctness, not speed: shown without a value, FAILED when missed.
+EXACT_TARGETS = ("sellout_exact", "service_exact")
 
 
 def summary(report: BenchReport) -> Group:
@@ -143,6 +160,8 @@ def summary(report: BenchReport) -> Group:
     tables: list[Table] = [table]
     if any(r["sellout"] is not None for r in regimes):
         tables.append(_sellout_table(regimes))
+    if any(r["service"] is not None and "skipped" not in r["service"] for r in regimes):
+        tables.append(_sellout_table(regimes, "service"))
     loaded = [r for r in regimes if r["loaded"] is not None and "skipped" not in r["loaded"]]
     if loaded:
         tables.append(_loaded_table(loaded[0]))
@@ -155,10 +174,13 @@ def _refused(regime: dict[str, Any]) -> str | None:
     return "[red]refused[/]" if regime["refused"] else None
 
 
-def _sellout_table(regimes: list[dict[str, Any]]) -> Table:
-    first = next(r["sellout"] for r in regimes if r["sellout"] is not None)
+def _sellout_table(regimes: list[dict[str, Any]], key: str = "sellout") -> Table:
+    """The sell-out (`sellout`), or the same sale over HTTP (`service`), by regime."""
+    measured = [r[key] for r in regimes if r[key] is not None and "skipped" not in r[key]]
+    first = measured[0]
+    what = "sell-out" if key == "sellout" else "sell-out over HTTP (examples/service, uvicorn)"
     table = Table(
-        title=f"sell-out: {plural(first['buyers'], 'buyer')}, one ticket each, "
+        title=f"{what}: {plural(first['buyers'], 'buyer')}, one ticket each, "
         f"{plural(first['tickets'], 'ticket')}"
     )
     table.add_column("measure")
@@ -167,14 +189,15 @@ def _sellout_table(regimes: list[dict[str, Any]]) -> Table:
     wrong = "[red]{}[/]"
 
     def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
-        table.add_row(
-            label, *("-" if r["sellout"] is None else cell(r["sellout"]) for r in regimes)
-        )
+        table.add_row(label, *_sale_cells(regimes, key, cell))
 
     def count(key: str, right: Callable[[dict[str, Any]], bool]) -> Cell:
         return lambda s: ("{}" if right(s) else wrong).format(f"{s[key]:,}")
 
     losers = first["buyers"] - first["tickets"]
+    if key == "service":
+        row("HTTP requests per second", lambda s: f"{s['requests_per_second']:,.0f}")
+        row("reserve p50", lambda s: f"{_ms(s['reserve_p50_ms'])} ms")
     row("tickets sold", count("sold", lambda s: s["sold"] == s["tickets"]))
     row("oversold", count("oversold", lambda s: not s["oversold"]))
     row(
@@ -184,8 +207,29 @@ def _sellout_table(regimes: list[dict[str, Any]]) -> Table:
     row("other answers", lambda s: f"{sum(s['other_errors'].values()):,}")
     row("time to sell out", lambda s: f"{s['seconds_to_sell_out']:.2f} s")
     row("reserve p99", lambda s: f"{_ms(s['reserve_p99_ms'])} ms")
+    if key == "service":
+        row(
+            "CPU: server / clients",
+            lambda s: (
+                f"{s['server_cpu_seconds']:.2f} / {s['client_cpu_seconds']:.2f} s "
+                f"in {s['seconds']:.2f} s"
+            ),
+        )
     row("exact", lambda s: _verdict(s["exact"], "[red]NO[/]"))
     return table
+
+
+def _sale_cells(regimes: list[dict[str, Any]], key: str, cell: Cell) -> list[str]:
+    cells = []
+    for regime in regimes:
+        result = regime[key]
+        if result is None:
+            cells.append("-")
+        elif "skipped" in result:
+            cells.append("[dim]skipped[/]")
+        else:
+            cells.append(cell(result))
+    return cells
 
 
 def _loaded_table(regime: dict[str, Any]) -> Table:
@@ -239,12 +283,12 @@ def _targets_table(regimes: list[dict[str, Any]]) -> Table:
             value = regime["ratios"].get(key)
             if key == "p99_below_baselines":
                 shown = f"{_ms(regime['ratios']['p99_hot_ms'])} ms"
-            elif key == "sellout_exact":
+            elif key in EXACT_TARGETS:
                 shown = ""
             else:
                 shown = _x(value)
             met = regime["targets"][key]
-            missed = "[red]FAILED[/]" if key == "sellout_exact" else "[yellow]missed[/]"
+            missed = "[red]FAILED[/]" if key in EXACT_TARGETS else "[yellow]missed[/]"
             cells += [shown, regime["target_values"][key], _verdict(met, missed)]
         table.add_row(label, *cells)
     return table

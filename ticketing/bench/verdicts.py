@@ -70,6 +70,9 @@ def failures(data: dict[str, Any]) -> list[str]:
         found.append("loaded: check_invariants found violations")
     if data["sellout"] is not None:
         found += data["sellout"].pop("failures")
+    service = _measured(data["service"])
+    if service is not None:
+        found += service.pop("failures")
     return found
 
 
@@ -132,4 +135,7 @@ def targets(data: dict[str, Any]) -> tuple[dict[str, bool | None], dict[str, str
         wanted[f"loaded_{op}"] = f"<= {TARGET_LOADED:g}x"
     met["sellout_exact"] = None if data["sellout"] is None else data["sellout"]["exact"]
     wanted["sellout_exact"] = "required"
+    service = _measured(data["service"])
+    met["service_exact"] = None if service is None else service["exact"]
+    wanted["service_exact"] = "required"
     return met, wanted

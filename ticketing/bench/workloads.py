@@ -13,6 +13,7 @@ import psycopg
 
 from ticketing import admin
 from ticketing._report import plural
+from ticketing.bench.buyers import Tally
 from ticketing.bench.config import (
     BASELINE_EVENT_IDS,
     NEVER_SELLS_OUT,
@@ -132,18 +133,25 @@ def _pgbench_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> di
     return result | {"event_id": event_id, "rows_inserted": int(row[0])}
 
 
-def _sellout_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+def sale_outcome(
+    name: str,
+    run: Run,
+    conn: psycopg.Connection[Any],
+    event_id: int,
+    tallies: list[Tally],
+) -> dict[str, Any]:
+    """What one sell-out of --sellout-tickets to --sellout-buyers did, and its failures.
+
+    Exact: the tickets all sold, none more, and (when every buyer was served)
+    every other buyer answered SoldOut, with no other answer.
+    """
     buyers, tickets = run.config.sellout_buyers, run.config.sellout_tickets
-    event_id = run.event(conn, "sellout", tickets)
-    bar = run.bar(f"sellout: {plural(buyers, 'buyer')}, {plural(tickets, 'ticket')}", buyers)
-    task = run.task(Workload.SELLOUT, (event_id,), "sellout", attempts=buyers)
-    tallies = crew.run(task, bar, lambda _elapsed: float(crew.attempts))
     sold = admin.sale_outcome(conn, event_id).sold
     errors: Counter[str] = Counter()
     for tally in tallies:
         errors.update(tally.errors)
     sold_out = errors.pop("SoldOut", 0)
-    reserve_errors = sum(n for name, n in errors.items() if not name.startswith("purchase: "))
+    reserve_errors = sum(n for error, n in errors.items() if not error.startswith("purchase: "))
     reservations = sum(t.done for t in tallies)
     started = min(t.started for t in tallies)
     purchased_at = sorted(t for tally in tallies for t in tally.purchased_at)
@@ -159,19 +167,19 @@ def _sellout_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> di
     finished = attempts >= buyers
     failures = []
     if sold > tickets:
-        failures.append(f"sellout: {sold:,} tickets sold, more than {tickets:,}")
+        failures.append(f"{name}: {sold:,} tickets sold, more than {tickets:,}")
     elif not finished and sold < tickets:
         failures.append(
-            f"sellout: stopped after --seconds {run.seconds:g} with {attempts:,} of {buyers:,} "
+            f"{name}: stopped after --seconds {run.seconds:g} with {attempts:,} of {buyers:,} "
             f"buyers served and {sold:,} of {tickets:,} tickets sold: raise --seconds"
         )
     elif sold != tickets:
-        failures.append(f"sellout: {sold:,} tickets sold, not {tickets:,}")
+        failures.append(f"{name}: {sold:,} tickets sold, not {tickets:,}")
     if finished and sold_out != buyers - tickets:
-        failures.append(f"sellout: {sold_out:,} buyers got SoldOut, not {buyers - tickets:,}")
+        failures.append(f"{name}: {sold_out:,} buyers got SoldOut, not {buyers - tickets:,}")
     if errors:
         failures.append(
-            f"sellout: answers other than SoldOut: {dict(sorted(errors.items()))}; "
+            f"{name}: answers other than SoldOut: {dict(sorted(errors.items()))}; "
             f"first messages: {error_samples(tallies)}"
         )
     return {
@@ -192,6 +200,15 @@ def _sellout_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> di
         "exact": not failures,
         "failures": failures,
     }
+
+
+def _sellout_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
+    buyers, tickets = run.config.sellout_buyers, run.config.sellout_tickets
+    event_id = run.event(conn, "sellout", tickets)
+    bar = run.bar(f"sellout: {plural(buyers, 'buyer')}, {plural(tickets, 'ticket')}", buyers)
+    task = run.task(Workload.SELLOUT, (event_id,), "sellout", attempts=buyers)
+    tallies = crew.run(task, bar, lambda _elapsed: float(crew.attempts))
+    return sale_outcome("sellout", run, conn, event_id, tallies)
 
 
 def _sweeper_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
