@@ -200,9 +200,17 @@ def _sellout_table(regimes: list[dict[str, Any]], key: str = "sellout") -> Table
         row("reserve p50", lambda s: f"{_ms(s['reserve_p50_ms'])} ms")
     row("tickets sold", count("sold", lambda s: s["sold"] == s["tickets"]))
     row("oversold", count("oversold", lambda s: not s["oversold"]))
+    # --seconds may end a sale that sold out before every buyer was served: still exact.
+    row("buyers served", count("attempts", lambda s: s["finished"] or s["sold"] == s["tickets"]))
     row(
         f"answered SoldOut (of {losers:,} losers)",
-        count("sold_out_answers", lambda s: s["sold_out_answers"] == s["buyers"] - s["tickets"]),
+        count(
+            "sold_out_answers",
+            lambda s: (
+                s["sold_out_answers"] == s["attempts"] - s["sold"]
+                and (not s["finished"] or s["sold_out_answers"] == s["buyers"] - s["tickets"])
+            ),
+        ),
     )
     row("other answers", lambda s: f"{sum(s['other_errors'].values()):,}")
     row("time to sell out", lambda s: f"{s['seconds_to_sell_out']:.2f} s")
