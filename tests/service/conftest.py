@@ -35,7 +35,8 @@ HTTP_TIMEOUT = 30.0
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """Run `app` under uvicorn on 127.0.0.1; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on the connections (no delayed-ACK waits).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
