@@ -51,28 +51,45 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return conninfo.make_conninfo("", **(parse_dsn(dsn) | {"dbname": dbname}))
 
 
+def connection_kwargs(dsn: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Check `dsn` (a malformed one is `InvalidInput`, not a connection failure) and give
+    the keyword arguments of a connection as the layer sets it up: autocommit (each query
+    function is its own transaction) and statements prepared on first use."""
+    parse_dsn(dsn)
+    return {"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD} | kwargs
+
+
+def pool_kwargs(dsn: str, kwargs: dict[str, Any], *, open_now: bool) -> dict[str, Any]:
+    """The keyword arguments of a pool whose connections are set up like `connect`'s."""
+    kwargs = dict(kwargs)
+    kwargs["kwargs"] = connection_kwargs(dsn, dict(kwargs.pop("kwargs", None) or {}))
+    kwargs.setdefault("min_size", POOL_MIN_SIZE)
+    kwargs.setdefault("max_size", max(POOL_MAX_SIZE, kwargs["min_size"]))
+    kwargs.setdefault("open", open_now)
+    return kwargs
+
+
+def invalid_url(exc: TicketingError) -> TicketingError:
+    """What a failed connect raises: `InvalidInput` when libpq refused the arguments."""
+    if isinstance(exc.__cause__, psycopg.ProgrammingError):  # e.g. a bad keyword argument
+        invalid = InvalidInput(f"invalid database URL: {exc}")
+        invalid.__cause__ = exc.__cause__
+        return invalid
+    return exc
+
+
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """Open a connection (autocommit by default: each query function is its own transaction)."""
-    parse_dsn(dsn)  # a malformed URL is InvalidInput, not a connection failure
-    kwargs.setdefault("autocommit", True)
-    kwargs.setdefault("prepare_threshold", PREPARE_THRESHOLD)
+    kwargs = connection_kwargs(dsn, kwargs)
     try:
         return guarded(lambda: psycopg.connect(libpq_dsn(dsn), **kwargs))
     except InvalidInput:
         raise
     except TicketingError as exc:
-        if isinstance(exc.__cause__, psycopg.ProgrammingError):  # e.g. a bad keyword argument
-            raise InvalidInput(f"invalid database URL: {exc}") from exc.__cause__
-        raise
+        raise invalid_url(exc) from exc.__cause__
 
 
 def create_pool(dsn: str, **kwargs: Any) -> ConnectionPool[Any]:
     """Open a pool whose connections are set up like `connect`'s."""
-    parse_dsn(dsn)  # fail now, not at the first pool.connection()
-    connection_kwargs = dict(kwargs.pop("kwargs", None) or {})
-    connection_kwargs.setdefault("autocommit", True)
-    connection_kwargs.setdefault("prepare_threshold", PREPARE_THRESHOLD)
-    kwargs.setdefault("min_size", POOL_MIN_SIZE)
-    kwargs.setdefault("max_size", max(POOL_MAX_SIZE, kwargs["min_size"]))
-    kwargs.setdefault("open", True)
-    return guarded(lambda: ConnectionPool(libpq_dsn(dsn), kwargs=connection_kwargs, **kwargs))
+    kwargs = pool_kwargs(dsn, kwargs, open_now=True)
+    return guarded(lambda: ConnectionPool(libpq_dsn(dsn), **kwargs))

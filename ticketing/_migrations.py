@@ -6,17 +6,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from psycopg import sql
 from yoyo import get_backend, read_migrations
 from yoyo.connections import BadConnectionURI
 from yoyo.exceptions import LockTimeout
 
-from ticketing._connections import connect, parse_dsn
+from ticketing._connections import connect, parse_dsn, with_dbname
 from ticketing._tx import guarded
 from ticketing.errors import Busy, Forbidden, InvalidInput
 from ticketing.queries import load
@@ -116,3 +118,21 @@ def pending_migrations(dsn: str) -> list[str]:
             rows = guarded(lambda: conn.execute(_Q["applied_migrations"]).fetchall())
             applied = {row[0] for row in rows}
     return [mid for mid in migration_ids() if mid not in applied]
+
+
+@contextmanager
+def migrated_database(server_url: str, dbname: str) -> Iterator[str]:
+    """A new empty database `dbname` on the server of `server_url`, migrated; its URL.
+
+    Dropped on exit. The login needs CREATEDB (or to be a superuser).
+    """
+    name = sql.Identifier(dbname)
+    with connect(server_url) as conn:
+        guarded(lambda: conn.execute(sql.SQL(_Q["create_empty_database"]).format(name=name)))
+    try:
+        url = with_dbname(server_url, dbname)
+        migrate(url)
+        yield url
+    finally:
+        with connect(server_url) as conn:
+            guarded(lambda: conn.execute(sql.SQL(_Q["drop_database"]).format(name=name)))

@@ -19,6 +19,7 @@ from ticketing._connections import (
 )
 from ticketing._migrations import (
     migrate,
+    migrated_database,
     migration_ids,
     migrations_dir,
     pending_migrations,
@@ -34,6 +35,7 @@ __all__ = [
     "create_pool",
     "libpq_dsn",
     "migrate",
+    "migrated_database",
     "migration_ids",
     "migrations_dir",
     "parse_dsn",

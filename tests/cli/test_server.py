@@ -19,7 +19,7 @@ def no_machine_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     """A machine without PostgreSQL's server packages: no pg_config, no Debian bindirs."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setattr(embedded, "DEBIAN_BINDIRS", str(empty))
+    monkeypatch.setattr(embedded.machine, "DEBIAN_BINDIRS", str(empty))
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.delenv("TICKETING_PG_BINDIR", raising=False)
     monkeypatch.delenv("TICKETING_SERVER_BINARIES", raising=False)

@@ -120,26 +120,12 @@ UPDATE allocations SET status = %(status)s WHERE id = ANY(%(ids)s::bigint[]);
 -- name: load_sizes
 SELECT (SELECT count(*) FROM allocations), (SELECT count(*) FROM tickets);
 
--- name: create_database
--- The loaded workload's two databases (dropped after it), named by the run.
-CREATE DATABASE {name};
-
--- name: drop_database
-DROP DATABASE IF EXISTS {name};
-
 -- name: may_create_databases
 SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user;
 
 -- name: vacuum_analyze
 -- After the loaded workload's preload: fresh statistics and visibility maps on both sides.
 VACUUM (ANALYZE);
-
--- name: set_apply_delay
--- The standby's delay before it applies what it receives ({delay} is a literal such as '1ms').
-ALTER SYSTEM SET recovery_min_apply_delay = {delay};
-
--- name: reload_settings
-SELECT pg_reload_conf();
 
 -- name: skip_triggers
 -- remove_events: delete the benchmark's events without firing the layer's guards.

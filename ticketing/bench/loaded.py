@@ -21,15 +21,14 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from ticketing import admin, allocations, db, events
 from ticketing.bench.config import NEVER_SELLS_OUT
@@ -161,18 +160,9 @@ def _preload(run: Run, url: str, event_ids: list[int], total: int) -> None:
     bar.finish()
 
 
-@contextmanager
-def _database(run: Run, conn: psycopg.Connection[Any], side: str) -> Iterator[str]:
+def _database(run: Run, side: str) -> AbstractContextManager[str]:
     """A migrated database of the run's server for one side; dropped afterwards."""
-    dbname = f"ticketing_bench_{run.tag}_{side}".lower()
-    name = sql.Identifier(dbname)
-    conn.execute(sql.SQL(Q["create_database"]).format(name=name))
-    try:
-        url = db.with_dbname(run.url, dbname)
-        db.migrate(url)
-        yield url
-    finally:
-        conn.execute(sql.SQL(Q["drop_database"]).format(name=name))
+    return db.migrated_database(run.url, f"ticketing_bench_{run.tag}_{side}".lower())
 
 
 def loaded_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict[str, Any]:
@@ -181,7 +171,7 @@ def loaded_workload(run: Run, conn: psycopg.Connection[Any], crew: Crew) -> dict
         return {"skipped": "needs a login with CREATEDB (it makes two databases of its own)"}
     total = run.config.loaded_allocations
     with ExitStack() as stack:
-        urls = {side: stack.enter_context(_database(run, conn, side)) for side in SIDES}
+        urls = {side: stack.enter_context(_database(run, side)) for side in SIDES}
         sides: dict[str, _Side] = {}
         loaded_ids: list[int] = []
         for name, url in urls.items():

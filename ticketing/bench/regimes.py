@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from ticketing import db, embedded
 from ticketing.bench.sql import Q
@@ -104,13 +103,6 @@ def own_commits(server: embedded.EmbeddedPostgres) -> Regime:
     )
 
 
-def _set_apply_delay(standby: embedded.EmbeddedStandby, delay_ms: int) -> None:
-    with psycopg.connect(standby.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL(Q["set_apply_delay"]).format(delay=sql.Literal(f"{delay_ms}ms")))
-        conn.execute(Q["reload_settings"])
-    time.sleep(0.2)  # the startup process rereads its settings
-
-
 def _calibrate(
     primary: embedded.EmbeddedPostgres, standby: embedded.EmbeddedStandby, asked_ms: float
 ) -> tuple[int, dict[str, Any]]:
@@ -118,7 +110,7 @@ def _calibrate(
     delay = max(0, round(asked_ms - 1))
     tried: dict[int, dict[str, Any]] = {}
     for _ in range(CALIBRATION_TRIES):
-        _set_apply_delay(standby, delay)
+        standby.set_apply_delay(delay)
         measured = measure_commit(primary.url(), samples=COMMIT_SAMPLES // 3)
         tried[delay] = measured
         off = float(measured["median_ms"]) - asked_ms
@@ -129,7 +121,7 @@ def _calibrate(
             break
         delay += step
     best = min(tried, key=lambda d: abs(float(tried[d]["median_ms"]) - asked_ms))
-    _set_apply_delay(standby, best)
+    standby.set_apply_delay(best)
     return best, tried[best]
 
 

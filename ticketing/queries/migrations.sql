@@ -11,3 +11,10 @@ SELECT to_regclass('public._yoyo_migration');
 
 -- name: applied_migrations
 SELECT migration_id FROM _yoyo_migration;
+
+-- name: create_empty_database
+-- migrated_database: an empty database to migrate ({name}: an identifier), dropped afterwards.
+CREATE DATABASE {name} TEMPLATE template0;
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {name};

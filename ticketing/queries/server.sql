@@ -1,5 +1,5 @@
--- What ticketing.embedded runs on a throwaway primary it started: make its
--- commits wait for a synchronous standby, and undo that.
+-- What ticketing.embedded runs on a throwaway primary it started and its
+-- standby: make the primary's commits wait for the standby, and undo that.
 
 -- name: set_synchronous_standby
 -- {name} is the standby's application_name, a literal.
@@ -21,9 +21,6 @@ SELECT pg_reload_conf();
 -- name: standby_sync_state
 SELECT sync_state FROM pg_stat_replication WHERE application_name = %s;
 
--- name: create_empty_database
--- ticketing._schema: an empty database to migrate and dump ({name}: an identifier).
-CREATE DATABASE {name} TEMPLATE template0;
-
--- name: drop_database
-DROP DATABASE IF EXISTS {name};
+-- name: set_apply_delay
+-- On a standby: how long it waits before applying what it receives ({delay}: a literal, '1ms').
+ALTER SYSTEM SET recovery_min_apply_delay = {delay};
