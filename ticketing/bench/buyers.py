@@ -171,6 +171,16 @@ def timed(index: int, seconds: float, operation: Callable[[int], None]) -> Tally
     return tally
 
 
+def take_attempt(attempts: Synchronized[int], limit: int) -> int | None:
+    """The next attempt's number (from 1) from the counter all buyer processes share, or None
+    once `limit` have been taken."""
+    with attempts.get_lock():
+        if attempts.value >= limit:
+            return None
+        attempts.value += 1
+        return int(attempts.value)
+
+
 def sellout(
     conn: psycopg.Connection[Any], index: int, task: Task, attempts: Synchronized[int]
 ) -> Tally:
@@ -183,11 +193,9 @@ def sellout(
     tally = Tally(index=index, started=started, finished=started)
     event_id = task.event_ids[0]
     while time.monotonic() < deadline:
-        with attempts.get_lock():
-            if attempts.value >= task.attempts:
-                break
-            attempts.value += 1
-            n = attempts.value
+        n = take_attempt(attempts, task.attempts)
+        if n is None:
+            break
         fingerprint = f"{task.tag}-{n}"
         begun = time.monotonic()
         try:

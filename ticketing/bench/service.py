@@ -37,7 +37,7 @@ import psycopg
 
 from ticketing import admin
 from ticketing._report import plural
-from ticketing.bench.buyers import Shared, Tally, Task
+from ticketing.bench.buyers import Shared, Tally, Task, take_attempt
 from ticketing.bench.config import HTTP_TIMEOUT, READY_TIMEOUT, BenchError, Workload
 from ticketing.bench.context import Run
 from ticketing.bench.crew import Crew, sigint_ignored
@@ -188,11 +188,9 @@ async def _http_buyer(
 
     reservations = f"/events/{task.event_ids[0]}/reservations"
     while time.monotonic() < deadline:
-        with attempts.get_lock():
-            if attempts.value >= task.attempts:
-                break
-            attempts.value += 1
-            n = attempts.value
+        n = take_attempt(attempts, task.attempts)
+        if n is None:
+            break
         fingerprint = f"{task.tag}-{n}"
         begun = time.monotonic()
         try:
